@@ -314,11 +314,12 @@ public final class FineTuner {
     }
 
     /// Trains: cache (if not done), install copies (if not done), then Adam over the schedule.
-    public func train(objective: LastTokenObjective,
-                      progress: ((FineTuneProgress) -> Bool)? = nil) throws {
+    /// `plan` replaces `schedule()` (a caller that composes its own batches).
+    public func train(objective: LastTokenObjective, plan customPlan: [(epoch: Int, indices: [Int])]? = nil,
+                      progress: (FineTuneProgress) -> Bool = { _ in true }) throws {
         if cache.isEmpty { try cachePrefix() }
         if trained.isEmpty { try installTrainableCopies() }
-        let plan = schedule()
+        let plan = customPlan ?? schedule()
         let ws = Workspace(tuner: self, batches: plan.map(\.indices))
         let lr = Float(settings.learningRate)
         var adams: [[Adam]] = trained.map { w in
@@ -338,12 +339,10 @@ public final class FineTuner {
                 adams[bi][4].step(&w.gate, g.gate); adams[bi][5].step(&w.up, g.up)
                 adams[bi][6].step(&w.down, g.down)
             }
-            if let progress {
-                let el = Date().timeIntervalSince(started)
-                let eta = el / Double(stepIndex + 1) * Double(plan.count - stepIndex - 1)
-                if !progress(FineTuneProgress(epoch: st.epoch, step: stepIndex + 1, totalSteps: plan.count,
-                                              loss: loss, elapsed: el, eta: eta)) { break }
-            }
+            let el = Date().timeIntervalSince(started)
+            let eta = el / Double(stepIndex + 1) * Double(plan.count - stepIndex - 1)
+            if !progress(FineTuneProgress(epoch: st.epoch, step: stepIndex + 1, totalSteps: plan.count,
+                                          loss: loss, elapsed: el, eta: eta)) { break }
         }
     }
 }
