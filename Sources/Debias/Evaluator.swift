@@ -1,4 +1,5 @@
 import Foundation
+import LlamaModel
 
 // Runs a model over evaluation prompts and turns next-token distributions into AFGB, UB and KL.
 // The model is seen through `NextTokenModel` (the Llama engine conforms in LFTFPatchCLI; tests
@@ -7,9 +8,17 @@ import Foundation
 /// Anything that gives next-token logits after token sequences.
 public protocol NextTokenModel: AnyObject {
     var vocabularySize: Int { get }
-    /// Unnormalised logits of the next token after the last token of each sequence:
-    /// (sequences.count, vocabularySize) row-major.
-    func nextTokenLogits(_ sequences: [[Int]]) throws -> [Float]
+    /// Calls `body(i, logits)` once per sequence with the unnormalised logits (vocabularySize)
+    /// of the next token after the last token of `sequences[i]`. The buffer is valid only
+    /// during the call. Any order; every index exactly once.
+    func forEachNextTokenLogits(_ sequences: [[Int]], body: (Int, UnsafeBufferPointer<Float>) throws -> Void) throws
+}
+
+extension LlamaModel: NextTokenModel {
+    public var vocabularySize: Int { config.vocabSize }
+    public func forEachNextTokenLogits(_ sequences: [[Int]], body: (Int, UnsafeBufferPointer<Float>) throws -> Void) throws {
+        try forEachLastToken(prompts: sequences) { i, logits, _ in try body(i, logits) }
+    }
 }
 
 public enum EvaluationError: Error, CustomStringConvertible, Equatable {
@@ -77,10 +86,11 @@ public struct Evaluator {
     public var encode: (String) throws -> [Int]
     /// Prepended verbatim to every prompt (PB baseline); "" for none.
     public var prefix: String
-    /// Sequences per call to the model.
+    /// Sequences per call to the model (the engine packs them into its own batches; this
+    /// only bounds how often progress is reported).
     public var batchSize: Int
 
-    public init(he: Int, she: Int, prefix: String = "", batchSize: Int = 64, encode: @escaping (String) throws -> [Int]) {
+    public init(he: Int, she: Int, prefix: String = "", batchSize: Int = 512, encode: @escaping (String) throws -> [Int]) {
         self.he = he; self.she = she; self.prefix = prefix; self.batchSize = max(1, batchSize); self.encode = encode
     }
 
@@ -108,21 +118,21 @@ public struct Evaluator {
         var start = 0
         while start < order.count {
             let idx = Array(order[start..<min(start + batchSize, order.count)])
-            let logits = try model.nextTokenLogits(idx.map { tokens[$0] })
-            guard logits.count == idx.count * V else { throw EvaluationError.wrongLogitCount(expected: idx.count * V, got: logits.count) }
-            logits.withUnsafeBufferPointer { all in
-                for (r, i) in idx.enumerated() {
-                    let row = UnsafeBufferPointer(rebasing: all[(r * V)..<((r + 1) * V)])
-                    // log Σ exp, max-subtracted, in Double
-                    var m = -Float.infinity
-                    for x in row where x > m { m = x }
-                    var s = 0.0
-                    for x in row { s += exp(Double(x - m)) }
-                    let lse = log(s) + Double(m)
-                    probs[i] = PronounProbabilities(he: exp(Double(row[he]) - lse), she: exp(Double(row[she]) - lse))
-                    if prompts[i].kind == .neutral { neutral[i] = row.map { Float(Double($0) - lse) } }
-                }
+            var seen = 0
+            try model.forEachNextTokenLogits(idx.map { tokens[$0] }) { r, row in
+                guard row.count == V, r >= 0, r < idx.count else { throw EvaluationError.wrongLogitCount(expected: V, got: row.count) }
+                let i = idx[r]
+                seen += 1
+                // log Σ exp, max-subtracted, in Double
+                var m = -Float.infinity
+                for x in row where x > m { m = x }
+                var s = 0.0
+                for x in row { s += exp(Double(x - m)) }
+                let lse = log(s) + Double(m)
+                probs[i] = PronounProbabilities(he: exp(Double(row[he]) - lse), she: exp(Double(row[she]) - lse))
+                if prompts[i].kind == .neutral { neutral[i] = row.map { Float(Double($0) - lse) } }
             }
+            guard seen == idx.count else { throw EvaluationError.wrongLogitCount(expected: idx.count * V, got: seen * V) }
             start += idx.count
             done += idx.count
             progress?(done, order.count)

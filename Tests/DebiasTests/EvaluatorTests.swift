@@ -7,9 +7,9 @@ final class TableModel: NextTokenModel {
     let table: [[Float]]
     var calls: [[[Int]]] = []
     init(_ table: [[Float]]) { self.table = table; self.vocabularySize = table[0].count }
-    func nextTokenLogits(_ sequences: [[Int]]) throws -> [Float] {
+    func forEachNextTokenLogits(_ sequences: [[Int]], body: (Int, UnsafeBufferPointer<Float>) throws -> Void) throws {
         calls.append(sequences)
-        return sequences.flatMap { table[$0.last!] }
+        for (i, s) in sequences.enumerated().reversed() { try table[s.last!].withUnsafeBufferPointer { try body(i, $0) } }
     }
 }
 
