@@ -327,3 +327,18 @@ public enum NextToken {
         return best
     }
 }
+
+// MARK: - Int32 token ids (the tokenizer's type)
+
+extension LlamaModel {
+    /// `lastTokenLogits(prompts:collectHidden:)` for Int32 token ids.
+    public func lastTokenLogits(prompts: [[Int32]], collectHidden: Bool = false) throws -> NextTokenOutput {
+        try lastTokenLogits(prompts: prompts.map { $0.map(Int.init) }, collectHidden: collectHidden)
+    }
+
+    /// `forEachLastToken(prompts:collectHidden:body:)` for Int32 token ids.
+    public func forEachLastToken(prompts: [[Int32]], collectHidden: Bool = false,
+                                 body: (Int, UnsafeBufferPointer<Float>, UnsafeBufferPointer<Float>?) throws -> Void) throws {
+        try forEachLastToken(prompts: prompts.map { $0.map(Int.init) }, collectHidden: collectHidden, body: body)
+    }
+}
