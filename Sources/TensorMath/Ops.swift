@@ -368,3 +368,10 @@ public struct Adam: Sendable {
         }
     }
 }
+
+// MARK: - residual add (additive API)
+
+/// y (N) += x (N): the residual connection. Its backward is the identity (dx += dy).
+public func addInPlace(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, N: Int) {
+    parallelRanges(N, minChunk: 65536) { r in axpy(y + r.lowerBound, 1, x + r.lowerBound, r.count) }
+}
