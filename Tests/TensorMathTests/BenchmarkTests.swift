@@ -76,6 +76,17 @@ final class TensorMathBenchmarks: XCTestCase {
         report("attention 2×L512 (sgemm path)", best(3) {
             attentionForward(y, attLong, q: q, k: k, v: v, batch: longBatch, nHeads: nH, nKVHeads: nKV, headDim: hd)
         }, T * nH * hd)
+        // loops vs sgemm per (sequence, head), by sequence length (sets attentionSgemmMinLength)
+        let saved = attentionSgemmMinLength
+        for len in [4, 8, 12, 16, 24, 32, 64, 128] {
+            let b = PackedBatch(lengths: Array(repeating: len, count: T / len))
+            attentionSgemmMinLength = Int.max
+            let loops = best(3) { attentionForward(y, nil, q: q, k: k, v: v, batch: b, nHeads: nH, nKVHeads: nKV, headDim: hd) }
+            attentionSgemmMinLength = 1
+            let gemm = best(3) { attentionForward(y, nil, q: q, k: k, v: v, batch: b, nHeads: nH, nKVHeads: nKV, headDim: hd) }
+            print(String(format: "  attention %d×L%d: loops %.2f ms, sgemm %.2f ms", T / len, len, loops * 1e3, gemm * 1e3))
+        }
+        attentionSgemmMinLength = saved
         report("swiglu (\(T)×\(F))", best { swigluForward(h, gate: g, up: u, N: T * F) }, T * F)
         report("residual add (\(T)×\(C))", best { addInPlace(y, x, N: T * C) }, T * C)
         report("softmax (\(nSeq)×\(V))", best { softmaxForward(probs, logits, rows: nSeq, cols: V) }, nSeq * V)
