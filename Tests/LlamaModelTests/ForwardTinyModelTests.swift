@@ -180,7 +180,7 @@ func naiveForward(_ ck: MemoryCheckpoint, _ tokens: [Int], override: (Int, Strin
     return (logits, hidden)
 }
 
-func maxAbsDiff<A: Collection, B: Collection>(_ a: A, _ b: B) -> Double where A.Element == Float, B.Element == Double {
+func maxDiff<A: Collection, B: Collection>(_ a: A, _ b: B) -> Double where A.Element == Float, B.Element == Double {
     zip(a, b).reduce(0.0) { max($0, abs(Double($1.0) - $1.1)) }
 }
 
