@@ -3,9 +3,9 @@ import Foundation
 // Seeded random-weights models: a tiny Llama for fast tests (HF directory and GGUF, same
 // weights), and a 7B-shaped sharded BF16 HF directory for I/O benchmarks, written streaming.
 
-/// SplitMix64 (Steele et al. 2014): a tiny seeded generator; the same seed gives the same
+/// SyntheticRNG: SplitMix64 (Steele et al. 2014): a tiny seeded generator; the same seed gives the same
 /// model on every machine.
-public struct SplitMix64: RandomNumberGenerator, Sendable {
+public struct SyntheticRNG: RandomNumberGenerator, Sendable {
     public var state: UInt64
     public init(seed: UInt64) { state = seed }
     public mutating func next() -> UInt64 {
@@ -68,7 +68,7 @@ public enum SyntheticModel {
     /// The weights of tensor `index` (HF layout): norms 1 ± 0.1, others ± 1/√fan-in.
     /// Depends only on (seed, index, role, shape), so both formats get the same values.
     public static func values(seed: UInt64, index: Int, spec: ModelTensorSpec) -> [Float] {
-        var rng = SplitMix64(seed: seed &+ UInt64(index) &* 0x1000_0000_01B3)
+        var rng = SyntheticRNG(seed: seed &+ UInt64(index) &* 0x1000_0000_01B3)
         let n = elementCount(spec.shape) ?? 0
         switch spec.role {
         case .attnNorm, .ffnNorm, .outputNorm:
@@ -146,7 +146,7 @@ public enum SyntheticModel {
         let c = sevenBConfig(layers: layers)
         let specs = tensorSpecs(c)
         let st = specs.map { SafetensorsTensorSpec(name: TensorNames.hf($0.role), dtype: .bf16, shape: $0.shape) }
-        var rng = SplitMix64(seed: seed)
+        var rng = SyntheticRNG(seed: seed)
         let chunkElems = 8 << 20
         var chunk = [UInt16](repeating: 0, count: chunkElems)
         try writeSafetensorsCheckpoint(to: directory, tensors: st, maxShardBytes: maxShardBytes, progress: progress) { spec, w in

@@ -103,7 +103,7 @@ final class SafetensorsTests: XCTestCase {
         let header = try SafetensorsHeader(metadata: nil, tensors: specs)
         let u = dir.appendingPathComponent("all.safetensors")
         let w = try SafetensorsWriter(url: u, header: header)
-        var rng = SplitMix64(seed: 7)
+        var rng = SyntheticRNG(seed: 7)
         for e in header.entriesInDataOrder {
             let b = (0..<e.byteCount).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
             try b.withUnsafeBytes { try w.write(e.name, $0) }
@@ -240,7 +240,7 @@ final class SafetensorsTests: XCTestCase {
     func testRandomCorruptionThrowsOrParsesNeverCrashes() throws {
         let ref = Array(Data(base64Encoded: referenceSafetensorsBase64)!)
         let dir = try tempDir()
-        var rng = SplitMix64(seed: 42)
+        var rng = SyntheticRNG(seed: 42)
         var failures = 0
         for i in 0..<300 {
             var b = ref
@@ -256,7 +256,7 @@ final class SafetensorsTests: XCTestCase {
 
     func makeSharded(_ dir: URL) throws -> [URL] {
         let specs = (0..<6).map { SafetensorsTensorSpec(name: "w\($0)", dtype: .bf16, shape: [4, 8]) }  // 64 bytes each
-        var rng = SplitMix64(seed: 3)
+        var rng = SyntheticRNG(seed: 3)
         return try writeSafetensorsCheckpoint(to: dir, tensors: specs, maxShardBytes: 130) { spec, w in
             let b = (0..<spec.byteCount).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
             try b.withUnsafeBytes { try w.write(spec.name, $0) }
