@@ -29,6 +29,9 @@ public final class BPETokenizer: @unchecked Sendable {
     private let scores: [Float]
     private let ignoreMerges: Bool
     private let addSpacePrefix: Bool
+    private let prefixFirstOnly: Bool
+    private let prefixUnlessLeadingSpace: Bool
+    private let metaspaceSplit: Bool
     private let normalizeNFC: Bool
 
     // Byte-level BPE state. Symbols are vocabulary ids; strings that merges produce but the
@@ -36,6 +39,7 @@ public final class BPETokenizer: @unchecked Sendable {
     private let byteSymbol: [Int32]                    // byte → symbol id of its byte character
     private let merges: [UInt64: UInt64]               // (left << 32 | right) → (rank << 32 | merged)
     private let extraSymbols: [String]
+    private let extraSymbolIDs: [String: Int32]
 
     // SentencePiece state.
     private let byteTokenID: [Int32]                   // byte → id of <0xXX>, or -1
@@ -56,6 +60,9 @@ public final class BPETokenizer: @unchecked Sendable {
         preTokenizer = spec.preTokenizer
         ignoreMerges = spec.ignoreMerges
         addSpacePrefix = spec.addSpacePrefix
+        prefixFirstOnly = spec.prefixFirstOnly
+        prefixUnlessLeadingSpace = spec.prefixUnlessLeadingSpace
+        metaspaceSplit = spec.metaspaceSplit
         normalizeNFC = spec.normalizeNFC
         source = spec.source
         guard spec.types.count == spec.tokens.count else {
@@ -96,6 +103,8 @@ public final class BPETokenizer: @unchecked Sendable {
         var mergeTable: [UInt64: UInt64] = [:]
         if spec.kind == .byteLevelBPE {
             for b in 0..<256 { bytes[b] = symbol(String(ByteEncoder.byteToScalar[b])) }
+        }
+        if spec.kind == .byteLevelBPE || !spec.merges.isEmpty {
             mergeTable.reserveCapacity(spec.merges.count)
             for (rank, (a, b)) in spec.merges.enumerated() {
                 let key = UInt64(UInt32(symbol(a))) << 32 | UInt64(UInt32(symbol(b)))
@@ -107,6 +116,7 @@ public final class BPETokenizer: @unchecked Sendable {
         byteSymbol = bytes
         merges = mergeTable
         extraSymbols = extra
+        extraSymbolIDs = extraIDs
 
         var byteTokens = [Int32](repeating: -1, count: 256)
         if spec.kind == .sentencePiece {
@@ -147,7 +157,7 @@ public final class BPETokenizer: @unchecked Sendable {
         if addBOS, let bos = bosID { out.append(bos) }
         let text = normalizeNFC ? text.precomposedStringWithCanonicalMapping : text
         var previousWasSpecial = true
-        for fragment in partition(text, parseSpecial: parseSpecial) {
+        for (index, fragment) in partition(text, parseSpecial: parseSpecial).enumerated() {
             switch fragment {
             case .token(let id):
                 out.append(id)
@@ -155,7 +165,10 @@ public final class BPETokenizer: @unchecked Sendable {
             case .text(let s):
                 switch kind {
                 case .byteLevelBPE: encodeByteLevel(s, into: &out)
-                case .sentencePiece: encodeSentencePiece(s, spacePrefix: addSpacePrefix && previousWasSpecial, into: &out)
+                case .sentencePiece:
+                    let prefix = addSpacePrefix && previousWasSpecial && (!prefixFirstOnly || index == 0)
+                        && !(prefixUnlessLeadingSpace && (s.hasPrefix(" ") || s.hasPrefix("\u{2581}")))
+                    encodeSentencePiece(s, spacePrefix: prefix, into: &out)
                 }
                 previousWasSpecial = false
             }
@@ -359,9 +372,49 @@ public final class BPETokenizer: @unchecked Sendable {
         if let hit = cached(key) { out.append(contentsOf: hit); return }
         var s = spacePrefix ? " " + text : text
         s = s.replacingOccurrences(of: " ", with: "\u{2581}")
-        let ids = spmPiece(s)
+        var ids: [Int32] = []
+        if merges.isEmpty {
+            ids = spmPiece(s)
+        } else if !metaspaceSplit {
+            ids = rankedPiece(s)
+        } else {
+            // Words start at each '▁' (HF Metaspace split, MergedWithNext).
+            var word = ""
+            for ch in s.unicodeScalars {
+                if ch == "\u{2581}" && !word.isEmpty { ids += rankedPiece(word); word = "" }
+                word.unicodeScalars.append(ch)
+            }
+            if !word.isEmpty { ids += rankedPiece(word) }
+        }
         store(key, ids)
         out.append(contentsOf: ids)
+    }
+
+    /// SentencePiece-style tokenizer.json (HF BPE on characters): merges by rank, then
+    /// <0xXX> byte tokens (byte_fallback) or unknown for what the vocabulary lacks.
+    private func rankedPiece(_ text: String) -> [Int32] {
+        var local: [String] = []
+        let firstLocal = vocabSize + extraSymbols.count
+        var ids: [Int32] = text.unicodeScalars.map { u in
+            let c = String(u)
+            if let id = tokenToID[c] ?? extraSymbolIDs[c] { return id }
+            local.append(c)
+            return Int32(firstLocal + local.count - 1)
+        }
+        if ids.count > 1 { mergeSymbols(&ids) }
+        var out: [Int32] = []
+        for id in ids {
+            if Int(id) < vocabSize { out.append(id); continue }
+            let i = Int(id) - vocabSize
+            let str = i < extraSymbols.count ? extraSymbols[i] : local[Int(id) - firstLocal]
+            let bytes = Array(str.utf8)
+            if bytes.allSatisfy({ byteTokenID[Int($0)] >= 0 }) {
+                out.append(contentsOf: bytes.map { byteTokenID[Int($0)] })
+            } else if let u = unknownID {
+                out.append(u)
+            }
+        }
+        return out
     }
 
     /// llama.cpp llm_tokenizer_spm_session::tokenize: characters merge by highest score.

@@ -3,11 +3,15 @@ import Foundation
 // The tokenizer of an HF model directory: tokenizer.json (the `tokenizers` library's
 // serialization) plus tokenizer_config.json (add_bos_token, bos_token, eos_token).
 //
-// Supported: model.type "BPE" with a byte-level pre-tokenizer, i.e. pre_tokenizer one of
-//   ByteLevel(use_regex: true)                                   → gpt2 pattern
-//   Sequence[Digits(individual_digits), ByteLevel(use_regex)]   → SmolLM / StarCoder
-//   Sequence[Split(Regex: <llama3 | qwen2 | gpt2 pattern>, Isolated), ByteLevel(use_regex: false)]
-// and normalizer null or NFC. Anything else is reported as unsupported, never guessed.
+// Supported: model.type "BPE" with
+//   a byte-level pre-tokenizer, i.e. pre_tokenizer one of
+//     ByteLevel(use_regex: true)                                   → gpt2 pattern
+//     Sequence[Digits(individual_digits), ByteLevel(use_regex)]   → SmolLM / StarCoder
+//     Sequence[Split(Regex: <llama3 | qwen2 | gpt2 pattern>, Isolated), ByteLevel(use_regex: false)]
+//   and normalizer null or NFC; or
+//   SentencePiece style (Llama 2, Mistral): normalizer Prepend("▁") + Replace(" ", "▁") and/or
+//   pre_tokenizer Metaspace, characters merged by rank with <0xXX> byte fallback.
+// Anything else is reported as unsupported, never guessed.
 
 extension BPETokenizer {
     /// Builds the tokenizer from an HF `tokenizer.json` and (optionally) `tokenizer_config.json`.
@@ -36,7 +40,14 @@ enum HFTokenizerJSON {
         #"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#: .llama3(maxDigits: 1),
     ]
 
-    struct PreResult { var steps: [PreTokenizer.Step] = []; var byteLevel = false; var prefixSpace = false; var names: [String] = [] }
+    struct PreResult {
+        var steps: [PreTokenizer.Step] = []
+        var byteLevel = false
+        var prefixSpace = false
+        var names: [String] = []
+        /// Metaspace: nil when absent, else (prepend scheme, split).
+        var metaspace: (scheme: String, split: Bool)?
+    }
 
     static func preTokenizer(_ obj: Any?, path: String, into r: inout PreResult) throws {
         guard let obj, !(obj is NSNull) else { return }
@@ -51,6 +62,14 @@ enum HFTokenizerJSON {
             if (d["add_prefix_space"] as? Bool) == true { r.prefixSpace = true }
             if (d["use_regex"] as? Bool) ?? true { r.steps.append(.gpt2); r.names.append("ByteLevel(regex)") }
             else { r.names.append("ByteLevel") }
+        case "Metaspace":
+            guard (d["replacement"] as? String ?? "\u{2581}") == "\u{2581}" else {
+                throw TokenizerError.unsupportedPreTokenizer("Metaspace(replacement: \(d["replacement"] ?? "?"))")
+            }
+            var scheme = d["prepend_scheme"] as? String ?? "always"
+            if let legacy = d["add_prefix_space"] as? Bool, d["prepend_scheme"] == nil { scheme = legacy ? "always" : "never" }
+            r.metaspace = (scheme, d["split"] as? Bool ?? true)
+            r.names.append("Metaspace(\(scheme))")
         case "Digits":
             let single = (d["individual_digits"] as? Bool) ?? false
             r.steps.append(single ? .isolateDigits : .digitRuns)
@@ -91,19 +110,36 @@ enum HFTokenizerJSON {
 
         var pre = PreResult()
         try preTokenizer(root["pre_tokenizer"], path: path, into: &pre)
-        guard pre.byteLevel else {
-            throw TokenizerError.unsupportedPreTokenizer("tokenizer.json without a ByteLevel pre-tokenizer (SentencePiece-style tokenizer.json); use the GGUF file")
-        }
         if pre.prefixSpace {
             throw TokenizerError.unsupportedPreTokenizer("ByteLevel(add_prefix_space: true)")
         }
 
+        // Normalizers: none, NFC (Qwen2), or SentencePiece's Prepend("▁") + Replace(" ", "▁").
         var nfc = false
-        if let n = root["normalizer"], !(n is NSNull) {
-            let type = (n as? [String: Any])?["type"] as? String ?? "?"
-            if type == "NFC" { nfc = true }
-            else if type == "Sequence", ((n as? [String: Any])?["normalizers"] as? [Any])?.isEmpty == true { }
-            else { throw TokenizerError.badTokenizerJSON(path: path, reason: "unsupported normalizer \(type)") }
+        var prepend = false, replaceSpaces = false
+        func normalizer(_ n: Any?) throws {
+            guard let n, !(n is NSNull) else { return }
+            let d = n as? [String: Any] ?? [:]
+            switch d["type"] as? String ?? "?" {
+            case "NFC": nfc = true
+            case "Sequence": for x in d["normalizers"] as? [Any] ?? [] { try normalizer(x) }
+            case "Prepend" where d["prepend"] as? String == "\u{2581}": prepend = true
+            case "Replace" where (d["pattern"] as? [String: Any])?["String"] as? String == " " && d["content"] as? String == "\u{2581}":
+                replaceSpaces = true
+            default:
+                throw TokenizerError.badTokenizerJSON(path: path, reason: "unsupported normalizer \(d["type"] ?? "?")")
+            }
+        }
+        try normalizer(root["normalizer"])
+        let sentencePiece = pre.metaspace != nil || replaceSpaces
+        guard pre.byteLevel || sentencePiece else {
+            throw TokenizerError.unsupportedPreTokenizer("tokenizer.json with neither a ByteLevel nor a Metaspace pre-tokenizer")
+        }
+        if pre.byteLevel && sentencePiece {
+            throw TokenizerError.badTokenizerJSON(path: path, reason: "both ByteLevel and Metaspace/▁ normalization; not a layout we know")
+        }
+        if sentencePiece && !pre.steps.isEmpty {
+            throw TokenizerError.unsupportedPreTokenizer(pre.names.joined(separator: " + "))
         }
 
         // Vocabulary: ids from model.vocab and added_tokens; holes become unused "[PAD<i>]".
@@ -130,7 +166,10 @@ enum HFTokenizerJSON {
         var tokens = [String](repeating: "", count: n)
         var types = [TokenType](repeating: .normal, count: n)
         for i in 0..<n {
-            if let t = byID[i] { tokens[i] = t; types[i] = addedTypes[i] ?? .normal }
+            if let t = byID[i] {
+                tokens[i] = t
+                types[i] = addedTypes[i] ?? (sentencePiece && BPETokenizer.parseByteToken(t) != nil ? .byte : .normal)
+            }
             else { tokens[i] = "[PAD\(i)]"; types[i] = .unused }
         }
 
@@ -158,6 +197,19 @@ enum HFTokenizerJSON {
         }
         let addEOS = config["add_eos_token"] as? Bool ?? false
 
+        if sentencePiece {
+            let scheme = pre.metaspace?.scheme ?? (prepend ? "always" : "never")
+            return VocabularySpec(
+                kind: .sentencePiece, tokens: tokens, types: types, scores: nil, merges: merges,
+                preTokenizer: PreTokenizer(name: pre.names.isEmpty ? "sentencepiece" : pre.names.joined(separator: " + "), steps: []),
+                ignoreMerges: false,
+                addBOS: addBOS ?? false, addEOS: addEOS,
+                bosID: bos, eosID: eos, unknownID: unk,
+                addSpacePrefix: scheme != "never", prefixFirstOnly: scheme == "first",
+                prefixUnlessLeadingSpace: pre.metaspace != nil,
+                metaspaceSplit: pre.metaspace?.split ?? false,
+                lstrip: lstrip, rstrip: rstrip, normalizeNFC: nfc, source: path)
+        }
         return VocabularySpec(
             kind: .byteLevelBPE, tokens: tokens, types: types, scores: nil, merges: merges,
             preTokenizer: PreTokenizer(name: pre.names.joined(separator: " + "), steps: pre.steps),

@@ -23,9 +23,10 @@ struct VocabularySpec {
     var kind: TokenizerKind
     var tokens: [String]
     var types: [TokenType]
-    /// SentencePiece merge scores, one per token.
+    /// SentencePiece merge scores, one per token (GGUF "llama" vocabularies).
     var scores: [Float]?
-    /// Byte-level BPE merges in rank order ("Ġ t" → ("Ġ", "t")).
+    /// Merges in rank order ("Ġ t" → ("Ġ", "t")): byte-level BPE, and SentencePiece-style
+    /// tokenizer.json files (which merge characters by rank instead of by score).
     var merges: [(String, String)]
     var preTokenizer: PreTokenizer
     /// Use a whole pre-token as one token when the vocabulary has it (llama3; HF ignore_merges).
@@ -37,6 +38,12 @@ struct VocabularySpec {
     var unknownID: Int32?
     /// SentencePiece: prepend a space to text at the start and after a special token.
     var addSpacePrefix: Bool
+    /// HF Metaspace prepend_scheme "first": only before text at the very start of the input.
+    var prefixFirstOnly: Bool = false
+    /// HF Metaspace: no prefix when the text already starts with a space.
+    var prefixUnlessLeadingSpace: Bool = false
+    /// HF Metaspace split: each '▁'-led word is merged on its own.
+    var metaspaceSplit: Bool = false
     /// HF added tokens: strip whitespace to the left / right of the token when matching.
     var lstrip: Set<Int32> = []
     var rstrip: Set<Int32> = []

@@ -118,10 +118,10 @@ final class HFTokenizerJSONTests: XCTestCase {
     }
 
     func testUnsupportedAndBrokenFiles() throws {
-        let metaspace: [String: Any] = ["pre_tokenizer": ["type": "Metaspace", "replacement": "▁"],
-                                        "model": ["type": "BPE", "vocab": tinyVocab(), "merges": []]]
-        XCTAssertThrowsError(try BPETokenizer(tokenizerJSON: try write(metaspace, "a.json"), tokenizerConfig: nil)) {
-            XCTAssertEqual($0 as? TokenizerError, .unsupportedPreTokenizer("Metaspace"))
+        let whitespace: [String: Any] = ["pre_tokenizer": ["type": "WhitespaceSplit"],
+                                         "model": ["type": "BPE", "vocab": tinyVocab(), "merges": []]]
+        XCTAssertThrowsError(try BPETokenizer(tokenizerJSON: try write(whitespace, "a.json"), tokenizerConfig: nil)) {
+            XCTAssertEqual($0 as? TokenizerError, .unsupportedPreTokenizer("WhitespaceSplit"))
         }
         let oddSplit: [String: Any] = ["pre_tokenizer": ["type": "Split", "pattern": ["Regex": "\\w+"], "behavior": "Isolated"],
                                        "model": ["type": "BPE", "vocab": tinyVocab(), "merges": []]]
@@ -140,5 +140,31 @@ final class HFTokenizerJSONTests: XCTestCase {
         let garbage = dir.appendingPathComponent("garbage.json")
         try Data("{not json".utf8).write(to: garbage)
         XCTAssertThrowsError(try BPETokenizer(tokenizerJSON: garbage, tokenizerConfig: nil))
+    }
+
+    /// SentencePiece-style tokenizer.json (Llama 2 / Mistral layouts): ids from HF tokenizers
+    /// (Fixtures/spm_goldens.json, generate_spm_goldens.py).
+    func testSentencePieceLayouts() throws {
+        let root = try XCTUnwrap(try fixture("spm_goldens") as? [String: Any])
+        let layouts = try XCTUnwrap(root["layouts"] as? [String: [String: Any]])
+        XCTAssertEqual(Set(layouts.keys), ["legacy", "metaspace"])
+        for (name, layout) in layouts {
+            let file = try XCTUnwrap(layout["file"] as? String)
+            let url = try XCTUnwrap(Bundle.module.url(forResource: (file as NSString).deletingPathExtension,
+                                                      withExtension: "json", subdirectory: "Fixtures"))
+            let tok = try BPETokenizer(tokenizerJSON: url, tokenizerConfig: nil)
+            XCTAssertEqual(tok.kind, .sentencePiece)
+            let cases = try XCTUnwrap(layout["cases"] as? [[String: Any]])
+            XCTAssertGreaterThan(cases.count, 5)
+            for c in cases {
+                let text = try XCTUnwrap(c["text"] as? String)
+                let want = try XCTUnwrap(c["ids"] as? [Int]).map { Int32($0) }
+                let got = tok.encode(text, addBOS: false)
+                XCTAssertEqual(got, want, "\(name) \(debugQuoted(text)): \(got.map(tok.tokenString)) vs \(want.map(tok.tokenString))")
+                if !text.hasPrefix(" ") && !text.contains("<") {
+                    XCTAssertEqual(tok.decode(got), text, "\(name) round trip")
+                }
+            }
+        }
     }
 }
