@@ -7,6 +7,8 @@
 // - Backward ADDS into its gradients (+=). The caller zeroes them, once.
 // - Pointers may not alias unless a function says so.
 //
+import Foundation
+
 // SIGNATURES ARE THE CONTRACT between the engine, the backward pass and the tests.
 // Bodies marked TODO are being written; keep the signatures stable.
 
@@ -40,7 +42,12 @@ public struct PackedBatch: Sendable, Equatable {
 public func matmulForward(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>,
                           _ weight: UnsafePointer<Float>, _ bias: UnsafePointer<Float>?,
                           T: Int, C: Int, OC: Int) {
-    fatalError("TODO(TensorMath)")
+    // (T, OC) = bias broadcast, then += inp @ weightᵀ in one sgemm.
+    if let bias {
+        for t in 0..<T { (out + t * OC).update(from: bias, count: OC) }
+    }
+    sgemm(transB: true, m: T, n: OC, k: C, a: inp, lda: C, b: weight, ldb: C,
+          beta: bias == nil ? 0 : 1, c: out, ldc: OC)
 }
 
 /// Undoes `out = inp @ weightᵀ + bias`:
@@ -50,7 +57,16 @@ public func matmulBackward(dinp: UnsafeMutablePointer<Float>?, dweight: UnsafeMu
                            dbias: UnsafeMutablePointer<Float>?, dout: UnsafePointer<Float>,
                            inp: UnsafePointer<Float>, weight: UnsafePointer<Float>,
                            T: Int, C: Int, OC: Int) {
-    fatalError("TODO(TensorMath)")
+    // forward: out = inp @ weightᵀ + bias
+    if let dinp {  // dinp (T, C) += dout (T, OC) @ weight (OC, C)
+        sgemm(m: T, n: C, k: OC, a: dout, lda: OC, b: weight, ldb: C, beta: 1, c: dinp, ldc: C)
+    }
+    if let dweight {  // dweight (OC, C) += doutᵀ (OC, T) @ inp (T, C)
+        sgemm(transA: true, m: OC, n: C, k: T, a: dout, lda: OC, b: inp, ldb: C, beta: 1, c: dweight, ldc: C)
+    }
+    if let dbias {  // dbias (OC) += Σ_t dout[t]
+        for t in 0..<T { axpy(dbias, 1, dout + t * OC, OC) }
+    }
 }
 
 // MARK: - RMSNorm
@@ -59,7 +75,18 @@ public func matmulBackward(dinp: UnsafeMutablePointer<Float>?, dweight: UnsafeMu
 public func rmsnormForward(_ out: UnsafeMutablePointer<Float>, _ rstd: UnsafeMutablePointer<Float>,
                            _ inp: UnsafePointer<Float>, _ weight: UnsafePointer<Float>,
                            T: Int, C: Int, eps: Float) {
-    fatalError("TODO(TensorMath)")
+    parallelRanges(T, minChunk: max(1, 16384 / max(C, 1))) { rows in
+        for t in rows {
+            let x = inp + t * C, o = out + t * C
+            let r = 1 / (dot(x, x, C) / Float(C) + eps).squareRoot()
+            rstd[t] = r
+            // (x · rstd) · weight, in that order (as llama.cpp: rms_norm then mul)
+            let rv = F8(repeating: r)
+            var i = 0
+            while i + 8 <= C { store8(o + i, (load8(x + i) * rv) * load8(weight + i)); i += 8 }
+            while i < C { o[i] = (x[i] * r) * weight[i]; i += 1 }
+        }
+    }
 }
 
 /// dinp (T, C) += ∂/∂inp; dweight (C) += ∂/∂weight (nil when frozen).
@@ -67,7 +94,29 @@ public func rmsnormBackward(dinp: UnsafeMutablePointer<Float>, dweight: UnsafeMu
                             dout: UnsafePointer<Float>, inp: UnsafePointer<Float>,
                             weight: UnsafePointer<Float>, rstd: UnsafePointer<Float>,
                             T: Int, C: Int) {
-    fatalError("TODO(TensorMath)")
+    // forward: out_i = x_i · r · w_i, r = (Σ x² / C + eps)^(-1/2), ∂r/∂x_j = −r³ x_j / C
+    // dx_j = r · (dout_j w_j − x_j · r² · Σ_i dout_i w_i x_i / C);  dw_i = Σ_t dout_i x_i r
+    for t in 0..<T {
+        let x = inp + t * C, d = dout + t * C, dx = dinp + t * C
+        let r = rstd[t]
+        var s0 = F8(), i = 0
+        while i + 8 <= C { s0 += load8(d + i) * load8(weight + i) * load8(x + i); i += 8 }
+        var s = s0.sum()
+        while i < C { s += d[i] * weight[i] * x[i]; i += 1 }
+        let c = r * r * s / Float(C)
+        let rv = F8(repeating: r), cv = F8(repeating: c)
+        i = 0
+        while i + 8 <= C {
+            store8(dx + i, load8(dx + i) + rv * (load8(d + i) * load8(weight + i) - load8(x + i) * cv))
+            i += 8
+        }
+        while i < C { dx[i] += r * (d[i] * weight[i] - x[i] * c); i += 1 }
+        if let dweight { 
+            i = 0
+            while i + 8 <= C { store8(dweight + i, load8(dweight + i) + load8(d + i) * load8(x + i) * rv); i += 8 }
+            while i < C { dweight[i] += d[i] * x[i] * r; i += 1 }
+        }
+    }
 }
 
 // MARK: - RoPE
@@ -87,26 +136,64 @@ public struct RopeTable: Sendable {
     /// (maxPositions, headDim/2)
     public let cos: [Float]
     public let sin: [Float]
+    /// (headDim/2) inverse frequencies after scaling (for tests and diagnostics).
+    public let invFreq: [Double]
 
     /// inverse frequencies: theta^(-2i/d), i < d/2, then scaled: "linear" divides them by
     /// factor; "llama3" follows Llama 3.1's low/high-frequency rule.
     public init(headDim: Int, theta: Double, pairing: RopePairing, maxPositions: Int,
                 scalingType: String? = nil, factor: Double = 1, lowFreqFactor: Double = 1,
                 highFreqFactor: Double = 4, originalMaxPositions: Int = 8192) {
-        fatalError("TODO(TensorMath)")
+        precondition(headDim > 0 && headDim % 2 == 0, "RoPE head dim must be even, got \(headDim)")
+        precondition(RopeTable.supportsScaling(scalingType), "unsupported rope scaling \(scalingType ?? "")")
+        self.headDim = headDim
+        self.pairing = pairing
+        self.maxPositions = maxPositions
+        let half = headDim / 2
+        var inv = (0..<half).map { i in Foundation.pow(theta, -Double(2 * i) / Double(headDim)) }
+        switch RopeTable.normalizedScaling(scalingType) {
+        case "linear":
+            inv = inv.map { $0 / factor }
+        case "llama3":
+            // Llama 3.1: keep high frequencies, divide low ones by factor, blend in between.
+            let lowWavelen = Double(originalMaxPositions) / lowFreqFactor
+            let highWavelen = Double(originalMaxPositions) / highFreqFactor
+            inv = inv.map { f in
+                let wavelen = 2 * Double.pi / f
+                if wavelen < highWavelen { return f }
+                if wavelen > lowWavelen { return f / factor }
+                let smooth = (Double(originalMaxPositions) / wavelen - lowFreqFactor) / (highFreqFactor - lowFreqFactor)
+                return (1 - smooth) * f / factor + smooth * f
+            }
+        default:
+            break
+        }
+        self.invFreq = inv
+        var c = [Float](repeating: 0, count: maxPositions * half)
+        var s = c
+        for p in 0..<maxPositions {
+            for i in 0..<half {
+                let a = Double(p) * inv[i]
+                c[p * half + i] = Float(Foundation.cos(a))
+                s[p * half + i] = Float(Foundation.sin(a))
+            }
+        }
+        self.cos = c
+        self.sin = s
     }
 }
 
 /// In place: rotate every head of x (T, nHeads · headDim) by its row's position.
 public func ropeForward(_ x: UnsafeMutablePointer<Float>, positions: UnsafePointer<Int32>,
                         T: Int, nHeads: Int, table: RopeTable) {
-    fatalError("TODO(TensorMath)")
+    ropeApply(x, positions: positions, T: T, nHeads: nHeads, table: table, sign: 1)
 }
 
 /// In place: dx = Rᵀ · dout (rotation by −angle), turning d(rotated) into d(unrotated).
 public func ropeBackward(_ dx: UnsafeMutablePointer<Float>, positions: UnsafePointer<Int32>,
                          T: Int, nHeads: Int, table: RopeTable) {
-    fatalError("TODO(TensorMath)")
+    // forward: (x0, x1) ← (x0 c − x1 s, x0 s + x1 c); its transpose is the rotation by −angle.
+    ropeApply(dx, positions: positions, T: T, nHeads: nHeads, table: table, sign: -1)
 }
 
 // MARK: - Causal attention with grouped-query heads
@@ -118,7 +205,7 @@ public func ropeBackward(_ dx: UnsafeMutablePointer<Float>, positions: UnsafePoi
 public func attentionForward(_ out: UnsafeMutablePointer<Float>, _ att: UnsafeMutablePointer<Float>?,
                              q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
                              batch: PackedBatch, nHeads: Int, nKVHeads: Int, headDim: Int) {
-    fatalError("TODO(TensorMath)")
+    attentionForwardImpl(out, att, q: q, k: k, v: v, batch: batch, nHeads: nHeads, nKVHeads: nKVHeads, headDim: headDim)
 }
 
 /// dq, dk, dv += gradients of `attentionForward` given dout and the saved probabilities.
@@ -127,7 +214,8 @@ public func attentionBackward(dq: UnsafeMutablePointer<Float>, dk: UnsafeMutable
                               q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
                               att: UnsafePointer<Float>, batch: PackedBatch,
                               nHeads: Int, nKVHeads: Int, headDim: Int) {
-    fatalError("TODO(TensorMath)")
+    attentionBackwardImpl(dq: dq, dk: dk, dv: dv, dout: dout, q: q, k: k, v: v, att: att, batch: batch,
+                          nHeads: nHeads, nKVHeads: nKVHeads, headDim: headDim)
 }
 
 // MARK: - SwiGLU
@@ -135,38 +223,109 @@ public func attentionBackward(dq: UnsafeMutablePointer<Float>, dk: UnsafeMutable
 /// out (N) = silu(gate) · up, silu(x) = x · σ(x).
 public func swigluForward(_ out: UnsafeMutablePointer<Float>, gate: UnsafePointer<Float>,
                           up: UnsafePointer<Float>, N: Int) {
-    fatalError("TODO(TensorMath)")
+    parallelRanges(N, minChunk: 32768) { r in
+        let g = gate + r.lowerBound, u = up + r.lowerBound, o = out + r.lowerBound
+        let n = r.count
+        let one = F8(repeating: 1)
+        var i = 0
+        while i + 8 <= n {
+            let gv = load8(g + i)
+            store8(o + i, gv * load8(u + i) / (one + exp8(-gv)))
+            i += 8
+        }
+        while i < n { o[i] = g[i] * u[i] / (1 + exp1(-g[i])); i += 1 }
+    }
 }
 
 /// dgate, dup (N) += gradients of `swigluForward`.
 public func swigluBackward(dgate: UnsafeMutablePointer<Float>, dup: UnsafeMutablePointer<Float>,
                            dout: UnsafePointer<Float>, gate: UnsafePointer<Float>,
                            up: UnsafePointer<Float>, N: Int) {
-    fatalError("TODO(TensorMath)")
+    // forward: out = g σ(g) · u;  d/dg [g σ(g)] = σ(g) (1 + g (1 − σ(g)))
+    parallelRanges(N, minChunk: 32768) { r in
+        let lo = r.lowerBound, n = r.count
+        let g = gate + lo, u = up + lo, d = dout + lo, dg = dgate + lo, du = dup + lo
+        let one = F8(repeating: 1)
+        var i = 0
+        while i + 8 <= n {
+            let gv = load8(g + i), dv = load8(d + i)
+            let sg = one / (one + exp8(-gv))
+            store8(du + i, load8(du + i) + dv * gv * sg)
+            store8(dg + i, load8(dg + i) + dv * load8(u + i) * sg * (one + gv * (one - sg)))
+            i += 8
+        }
+        while i < n {
+            let sg = 1 / (1 + exp1(-g[i]))
+            du[i] += d[i] * g[i] * sg
+            dg[i] += d[i] * u[i] * sg * (1 + g[i] * (1 - sg))
+            i += 1
+        }
+    }
 }
 
 // MARK: - softmax / log-softmax over rows
 
 /// out (rows, cols) = softmax(inp) row by row (max-subtracted). out may alias inp.
 public func softmaxForward(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, rows: Int, cols: Int) {
-    fatalError("TODO(TensorMath)")
+    parallelRanges(rows, minChunk: max(1, 16384 / max(cols, 1))) { rr in
+        for r in rr {
+            let x = inp + r * cols, o = out + r * cols
+            let s = expShifted(o, x, cols, shift: maxElement(x, cols))
+            scale(o, 1 / s, cols)
+        }
+    }
 }
 
 /// out = log softmax(inp) row by row. out may alias inp.
 public func logSoftmaxForward(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, rows: Int, cols: Int) {
-    fatalError("TODO(TensorMath)")
+    parallelRanges(rows, minChunk: max(1, 16384 / max(cols, 1))) { rr in
+        for r in rr {
+            let x = inp + r * cols, o = out + r * cols
+            let m = maxElement(x, cols)
+            // Σ exp(x − m) without writing: out may alias inp, and we need x afterwards.
+            let mv = F8(repeating: m)
+            var acc = F8(), i = 0
+            while i + 8 <= cols { acc += exp8(load8(x + i) - mv); i += 8 }
+            var s = acc.sum()
+            while i < cols { s += exp1(x[i] - m); i += 1 }
+            let shift = m + Foundation.log(s)
+            let sv = F8(repeating: shift)
+            i = 0
+            while i + 8 <= cols { store8(o + i, load8(x + i) - sv); i += 8 }
+            while i < cols { o[i] = x[i] - shift; i += 1 }
+        }
+    }
 }
 
 /// dinp += J_softmaxᵀ dout, given the softmax output `probs`: dinp = p ⊙ (dout − ⟨dout, p⟩).
 public func softmaxBackward(dinp: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>,
                             probs: UnsafePointer<Float>, rows: Int, cols: Int) {
-    fatalError("TODO(TensorMath)")
+    // forward: p = softmax(x);  dx = p ⊙ (dout − ⟨dout, p⟩)
+    for r in 0..<rows {
+        let p = probs + r * cols, d = dout + r * cols, dx = dinp + r * cols
+        let s = F8(repeating: dot(d, p, cols))
+        var i = 0
+        while i + 8 <= cols { store8(dx + i, load8(dx + i) + load8(p + i) * (load8(d + i) - s)); i += 8 }
+        let ss = s[0]
+        while i < cols { dx[i] += p[i] * (d[i] - ss); i += 1 }
+    }
 }
 
 /// dinp += dout − softmax · Σ dout, given the log-softmax output `logp`.
 public func logSoftmaxBackward(dinp: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>,
                                logp: UnsafePointer<Float>, rows: Int, cols: Int) {
-    fatalError("TODO(TensorMath)")
+    // forward: y = x − logΣexp(x);  dx = dout − softmax(x) · Σ dout, softmax = exp(y)
+    for r in 0..<rows {
+        let y = logp + r * cols, d = dout + r * cols, dx = dinp + r * cols
+        var acc = F8(), i = 0
+        while i + 8 <= cols { acc += load8(d + i); i += 8 }
+        var sum = acc.sum()
+        while i < cols { sum += d[i]; i += 1 }
+        let sv = F8(repeating: sum)
+        i = 0
+        while i + 8 <= cols { store8(dx + i, load8(dx + i) + load8(d + i) - exp8(load8(y + i)) * sv); i += 8 }
+        while i < cols { dx[i] += d[i] - exp1(y[i]) * sum; i += 1 }
+    }
 }
 
 // MARK: - Adam
@@ -188,6 +347,24 @@ public struct Adam: Sendable {
 
     /// params -= lr · m̂ / (sqrt(v̂) + eps)
     public mutating func update(_ params: UnsafeMutablePointer<Float>, grads: UnsafePointer<Float>) {
-        fatalError("TODO(TensorMath)")
+        step += 1
+        let n = m.count
+        if n == 0 { return }
+        let b1 = beta1, b2 = beta2
+        let c1 = Float(1 / (1 - Foundation.pow(Double(b1), Double(step))))
+        let c2 = Float(1 / (1 - Foundation.pow(Double(b2), Double(step))))
+        let lr = self.lr, eps = self.eps
+        m.withUnsafeMutableBufferPointer { mb in
+            v.withUnsafeMutableBufferPointer { vb in
+                let mp = mb.baseAddress!, vp = vb.baseAddress!
+                for i in 0..<n {
+                    let g = grads[i]
+                    let mi = b1 * mp[i] + (1 - b1) * g
+                    let vi = b2 * vp[i] + (1 - b2) * g * g
+                    mp[i] = mi; vp[i] = vi
+                    params[i] -= lr * (mi * c1) / ((vi * c2).squareRoot() + eps)
+                }
+            }
+        }
     }
 }

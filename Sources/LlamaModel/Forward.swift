@@ -1,0 +1,344 @@
+import Foundation
+import ModelFormats
+import TensorMath
+
+// The forward pass: embedding → blocks → final norm → head, over packed batches.
+//
+// Entry points, from the lowest level up:
+//   blockForward(_:x:batch:acts:)     one block over one packed batch, in place on x (T, C)
+//   embed(_:into:)                    token rows of the embedding
+//   runBlocks(_:x:batch:)             blocks [from, to) in place (the fine-tune re-runs L..end)
+//   lastTokenLogits(x:batch:)         final norm + head on each sequence's last row only
+//   forEachLastToken(prompts:...)     many prompts, chunked, with optional hidden states
+//   lastTokenLogits(prompts:...)      the same, collected
+
+/// The next-token results of many prompts.
+public struct NextTokenOutput: Sendable {
+    public let promptCount: Int
+    public let vocabSize: Int
+    public let hiddenSize: Int
+    public let numLayers: Int
+    /// (promptCount, vocab) logits after each prompt's last token.
+    public var logits: [Float]
+    /// (promptCount, numLayers + 1, C) residual stream at the last token: entry i < numLayers
+    /// enters block i, entry numLayers leaves the last block (before the final norm). nil unless asked.
+    public var hidden: [Float]?
+
+    public func logits(_ prompt: Int) -> ArraySlice<Float> {
+        logits[prompt * vocabSize ..< (prompt + 1) * vocabSize]
+    }
+    /// The hidden state entering block `layer` (layer = numLayers: leaving the last block).
+    public func hidden(_ prompt: Int, layer: Int) -> ArraySlice<Float>? {
+        guard let h = hidden else { return nil }
+        let o = (prompt * (numLayers + 1) + layer) * hiddenSize
+        return h[o ..< o + hiddenSize]
+    }
+}
+
+extension LlamaModel {
+    // MARK: - One block
+
+    /// Runs block `layer` over `batch`, in place: x (T, C) enters, the block's output leaves.
+    /// With `acts`, saves what a backward pass needs (see `BlockActivations`); `acts` must fit
+    /// the batch. Uses the override, cached or freshly dequantized weights (see `blockWeights`).
+    public func blockForward(layer: Int, x: UnsafeMutablePointer<Float>, batch: PackedBatch,
+                             acts: BlockActivations? = nil) throws {
+        let w = try blockWeights(layer)
+        try blockForward(w, x: x, batch: batch, acts: acts)
+    }
+
+    /// Runs the block whose weights are `w` (any block shape-compatible with this model).
+    public func blockForward(_ w: BlockWeights, x: UnsafeMutablePointer<Float>, batch: PackedBatch,
+                             acts: BlockActivations? = nil) throws {
+        let T = batch.totalTokens
+        if T == 0 { return }
+        let c = config
+        let C = c.hiddenSize, F = c.intermediateSize, QD = c.qDim, KVD = c.kvDim
+        let a: BlockActivations
+        let saveAtt: Bool
+        if let acts {
+            guard acts.fits(batch), acts.hiddenSize == C, acts.ffnDim == F, acts.qDim == QD, acts.kvDim == KVD else {
+                throw LlamaModelError.bufferTooSmall("BlockActivations for \(acts.tokenCapacity) tokens cannot hold a batch of \(T)")
+            }
+            a = acts
+            saveAtt = true
+            a.input.update(from: x, count: T * C)
+        } else {
+            a = scratchActivations(tokens: T)
+            saveAtt = false
+        }
+        a.batch = batch
+        ensureRope(length: batch.lengths.max() ?? 0)
+        let eps = Float(c.rmsNormEps)
+        let positions = batch.positions
+
+        // attention half: h = x + o(attn(rope(q(n)), rope(k(n)), v(n))), n = attn_norm(x)
+        w.attnNorm.withUnsafeBufferPointer { rmsnormForward(a.attnNormOut, a.attnNormRstd, x, $0.baseAddress!, T: T, C: C, eps: eps) }
+        linear(a.q, a.attnNormOut, w.q, w.qBias, T: T, C: C, OC: QD)
+        linear(a.k, a.attnNormOut, w.k, w.kBias, T: T, C: C, OC: KVD)
+        linear(a.v, a.attnNormOut, w.v, w.vBias, T: T, C: C, OC: KVD)
+        positions.withUnsafeBufferPointer { pos in
+            ropeForward(a.q, positions: pos.baseAddress!, T: T, nHeads: c.numHeads, table: rope)
+            ropeForward(a.k, positions: pos.baseAddress!, T: T, nHeads: c.numKVHeads, table: rope)
+        }
+        attentionForward(a.attnOut, saveAtt ? a.att : nil, q: a.q, k: a.k, v: a.v, batch: batch,
+                         nHeads: c.numHeads, nKVHeads: c.numKVHeads, headDim: c.headDim)
+        a.residualAttn.update(from: x, count: T * C)
+        w.o.withUnsafeBufferPointer {
+            sgemm(transB: true, m: T, n: C, k: QD, a: a.attnOut, lda: QD, b: $0.baseAddress!, ldb: QD,
+                  beta: 1, c: a.residualAttn, ldc: C)
+        }
+
+        // MLP half: out = h + down(silu(gate(m)) · up(m)), m = ffn_norm(h)
+        w.ffnNorm.withUnsafeBufferPointer { rmsnormForward(a.ffnNormOut, a.ffnNormRstd, a.residualAttn, $0.baseAddress!, T: T, C: C, eps: eps) }
+        linear(a.gate, a.ffnNormOut, w.gate, nil, T: T, C: C, OC: F)
+        linear(a.up, a.ffnNormOut, w.up, nil, T: T, C: C, OC: F)
+        swigluForward(a.swiglu, gate: a.gate, up: a.up, N: T * F)
+        x.update(from: a.residualAttn, count: T * C)
+        w.down.withUnsafeBufferPointer {
+            sgemm(transB: true, m: T, n: C, k: F, a: a.swiglu, lda: F, b: $0.baseAddress!, ldb: F,
+                  beta: 1, c: x, ldc: C)
+        }
+    }
+
+    /// out (T, OC) = inp (T, C) @ W (OC, C)ᵀ + bias (OC)
+    func linear(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, _ weight: [Float],
+                _ bias: [Float]?, T: Int, C: Int, OC: Int) {
+        weight.withUnsafeBufferPointer { wp in
+            sgemm(transB: true, m: T, n: OC, k: C, a: inp, lda: C, b: wp.baseAddress!, ldb: C, c: out, ldc: OC)
+        }
+        if let bias {
+            bias.withUnsafeBufferPointer { b in
+                for t in 0..<T {
+                    let row = out + t * OC
+                    for o in 0..<OC { row[o] += b[o] }
+                }
+            }
+        }
+    }
+
+    func scratchActivations(tokens: Int) -> BlockActivations {
+        if let s = scratch, s.tokenCapacity >= tokens { return s }
+        let s = BlockActivations(config: config, tokenCapacity: max(tokens, scratch?.tokenCapacity ?? 0), attentionCapacity: 1)
+        scratch = s
+        return s
+    }
+
+    /// Frees the scratch buffers of earlier passes (they are re-made on demand).
+    public func releaseScratch() { scratch = nil }
+
+    // MARK: - Embedding, block ranges, head
+
+    /// x (T, C) = embedding rows of `tokens`. Throws on an id outside the vocabulary.
+    public func embed(_ tokens: [Int], into x: UnsafeMutablePointer<Float>) throws {
+        let C = config.hiddenSize, V = config.vocabSize
+        try tokenEmbedding.withUnsafeBufferPointer { e in
+            for (t, id) in tokens.enumerated() {
+                guard id >= 0 && id < V else { throw LlamaModelError.tokenOutOfRange(id: id, vocabSize: V, prompt: -1) }
+                (x + t * C).update(from: e.baseAddress! + id * C, count: C)
+            }
+        }
+    }
+
+    /// Runs blocks `layers` (e.g. L..<numLayers) over `batch`, in place on x (T, C).
+    public func runBlocks(_ layers: Range<Int>, x: UnsafeMutablePointer<Float>, batch: PackedBatch) throws {
+        guard layers.lowerBound >= 0, layers.upperBound <= config.numLayers else {
+            throw LlamaModelError.layerOutOfRange(layers.upperBound - 1, numLayers: config.numLayers)
+        }
+        for l in layers { try blockForward(layer: l, x: x, batch: batch) }
+    }
+
+    /// logits (nSeq, vocab) = head(final_norm(x at each sequence's last row)), x (T, C).
+    public func lastTokenLogits(x: UnsafePointer<Float>, batch: PackedBatch) -> [Float] {
+        let rows = batch.lastRows
+        let C = config.hiddenSize
+        var gathered = [Float](repeating: 0, count: rows.count * C)
+        gathered.withUnsafeMutableBufferPointer { g in
+            for (i, r) in rows.enumerated() { (g.baseAddress! + i * C).update(from: x + r * C, count: C) }
+        }
+        return headLogits(hidden: gathered, rows: rows.count)
+    }
+
+    /// logits (rows, vocab) = final_norm(h (rows, C)) @ Woutᵀ.
+    public func headLogits(hidden h: [Float], rows n: Int) -> [Float] {
+        let C = config.hiddenSize, V = config.vocabSize
+        var normed = [Float](repeating: 0, count: n * C)
+        var rstd = [Float](repeating: 0, count: n)
+        var logits = [Float](repeating: 0, count: n * V)
+        h.withUnsafeBufferPointer { hp in
+            outputNorm.withUnsafeBufferPointer { wn in
+                rmsnormForward(&normed, &rstd, hp.baseAddress!, wn.baseAddress!, T: n, C: C, eps: Float(config.rmsNormEps))
+            }
+        }
+        normed.withUnsafeBufferPointer { np in
+            outputWeight.withUnsafeBufferPointer { wo in
+                logits.withUnsafeMutableBufferPointer { lp in
+                    sgemm(transB: true, m: n, n: V, k: C, a: np.baseAddress!, lda: C, b: wo.baseAddress!, ldb: C,
+                          c: lp.baseAddress!, ldc: V)
+                }
+            }
+        }
+        return logits
+    }
+
+    // MARK: - Many prompts
+
+    /// Runs every prompt and calls `body(promptIndex, logits (vocab), hidden ((numLayers+1, C) or nil))`
+    /// in prompt order. Prompts are packed into groups of about `options.groupTokens` tokens whose
+    /// residual streams stay in memory while each block's weights are fetched once (dequantized
+    /// when not cached), and each group runs through a block in batches of about
+    /// `options.maxBatchTokens` tokens. Only each prompt's last position goes through the head.
+    public func forEachLastToken(prompts: [[Int]], collectHidden: Bool = false,
+                                 body: (Int, UnsafeBufferPointer<Float>, UnsafeBufferPointer<Float>?) throws -> Void) throws {
+        let V = config.vocabSize
+        for (i, p) in prompts.enumerated() {
+            guard !p.isEmpty else { throw LlamaModelError.emptyPrompt(index: i) }
+            for id in p where id < 0 || id >= V { throw LlamaModelError.tokenOutOfRange(id: id, vocabSize: V, prompt: i) }
+        }
+        var start = 0
+        while start < prompts.count {
+            var end = start, tokens = 0
+            while end < prompts.count && (end == start || tokens + prompts[end].count <= options.groupTokens) {
+                tokens += prompts[end].count; end += 1
+            }
+            try runGroup(prompts, range: start..<end, collectHidden: collectHidden, body: body)
+            start = end
+        }
+    }
+
+    /// All prompts' last-token logits (and hidden states when asked), collected.
+    /// Memory: promptCount · vocab floats; for very many prompts use `forEachLastToken`.
+    public func lastTokenLogits(prompts: [[Int]], collectHidden: Bool = false) throws -> NextTokenOutput {
+        let V = config.vocabSize, C = config.hiddenSize, L = config.numLayers
+        var out = NextTokenOutput(promptCount: prompts.count, vocabSize: V, hiddenSize: C, numLayers: L,
+                                  logits: [Float](repeating: 0, count: prompts.count * V),
+                                  hidden: collectHidden ? [Float](repeating: 0, count: prompts.count * (L + 1) * C) : nil)
+        var logits = out.logits, hidden = out.hidden
+        out.logits = []; out.hidden = nil
+        try forEachLastToken(prompts: prompts, collectHidden: collectHidden) { i, lg, h in
+            logits.withUnsafeMutableBufferPointer { (dst: inout UnsafeMutableBufferPointer<Float>) in
+                (dst.baseAddress! + i * V).update(from: lg.baseAddress!, count: V)
+            }
+            if let h {
+                let n = (L + 1) * C
+                hidden!.withUnsafeMutableBufferPointer { (dst: inout UnsafeMutableBufferPointer<Float>) in
+                    (dst.baseAddress! + i * n).update(from: h.baseAddress!, count: n)
+                }
+            }
+        }
+        out.logits = logits; out.hidden = hidden
+        return out
+    }
+
+    /// One group: embed, all blocks (batch by batch), head on the last rows.
+    func runGroup(_ prompts: [[Int]], range: Range<Int>, collectHidden: Bool,
+                  body: (Int, UnsafeBufferPointer<Float>, UnsafeBufferPointer<Float>?) throws -> Void) throws {
+        let C = config.hiddenSize, L = config.numLayers, V = config.vocabSize
+        let group = PackedBatch(lengths: prompts[range].map(\.count))
+        let n = range.count
+        var x = [Float](repeating: 0, count: group.totalTokens * C)   // (Tg, C) residual stream
+        try x.withUnsafeMutableBufferPointer { xb in
+            let xp = xb.baseAddress!
+            for (j, i) in range.enumerated() { try embed(prompts[i], into: xp + group.offsets[j] * C) }
+        }
+        // Sub-batches: consecutive prompts, ≤ maxBatchTokens tokens (a longer prompt runs alone).
+        var subs: [(first: Int, batch: PackedBatch)] = []
+        var s = 0
+        while s < n {
+            var e = s, t = 0
+            while e < n && (e == s || t + group.lengths[e] <= options.maxBatchTokens) { t += group.lengths[e]; e += 1 }
+            subs.append((s, PackedBatch(lengths: Array(group.lengths[s..<e]))))
+            s = e
+        }
+        let lastRows = group.lastRows
+        var hidden = collectHidden ? [Float](repeating: 0, count: n * (L + 1) * C) : []  // (n, L+1, C)
+        func collect(_ layer: Int) {
+            x.withUnsafeBufferPointer { xb in
+                hidden.withUnsafeMutableBufferPointer { hb in
+                    for j in 0..<n {
+                        (hb.baseAddress! + (j * (L + 1) + layer) * C).update(from: xb.baseAddress! + lastRows[j] * C, count: C)
+                    }
+                }
+            }
+        }
+        for l in 0..<L {
+            if collectHidden { collect(l) }
+            let w = try blockWeights(l)
+            try x.withUnsafeMutableBufferPointer { xb in
+                for sub in subs {
+                    try blockForward(w, x: xb.baseAddress! + group.offsets[sub.first] * C, batch: sub.batch)
+                }
+            }
+        }
+        if collectHidden { collect(L) }
+        var last = [Float](repeating: 0, count: n * C)
+        x.withUnsafeBufferPointer { xb in
+            last.withUnsafeMutableBufferPointer { lb in
+                for j in 0..<n { (lb.baseAddress! + j * C).update(from: xb.baseAddress! + lastRows[j] * C, count: C) }
+            }
+        }
+        x = []
+        let logits = headLogits(hidden: last, rows: n)
+        try logits.withUnsafeBufferPointer { lp in
+            try hidden.withUnsafeBufferPointer { hp in
+                for (j, i) in range.enumerated() {
+                    let h = collectHidden ? UnsafeBufferPointer(rebasing: hp[(j * (L + 1) * C)..<((j + 1) * (L + 1) * C)]) : nil
+                    try body(i, UnsafeBufferPointer(rebasing: lp[(j * V)..<((j + 1) * V)]), h)
+                }
+            }
+        }
+    }
+}
+
+// MARK: - Probabilities
+
+public enum NextToken {
+    /// softmax(logits), computed in Double for the normalizer.
+    public static func probabilities<C: Collection>(_ logits: C) -> [Float] where C.Element == Float {
+        let m = logits.max() ?? 0
+        var sum = 0.0
+        for l in logits { sum += Foundation.exp(Double(l - m)) }
+        let logZ = Double(m) + Foundation.log(sum)
+        return logits.map { Float(Foundation.exp(Double($0) - logZ)) }
+    }
+
+    /// log Σ exp(logits).
+    public static func logSumExp<C: Collection>(_ logits: C) -> Double where C.Element == Float {
+        let m = logits.max() ?? 0
+        var sum = 0.0
+        for l in logits { sum += Foundation.exp(Double(l - m)) }
+        return Double(m) + Foundation.log(sum)
+    }
+
+    /// The `k` largest logits, highest first: (id, logit).
+    public static func top<C: Collection>(_ logits: C, k: Int) -> [(id: Int, logit: Float)] where C.Element == Float, C.Index == Int {
+        var best: [(id: Int, logit: Float)] = []
+        guard k > 0 else { return [] }
+        best.reserveCapacity(k + 1)
+        for i in logits.indices {
+            let l = logits[i]
+            if best.count < k || l > best[best.count - 1].logit {
+                var pos = best.count
+                while pos > 0 && best[pos - 1].logit < l { pos -= 1 }
+                best.insert((i - logits.startIndex, l), at: pos)
+                if best.count > k { best.removeLast() }
+            }
+        }
+        return best
+    }
+}
+
+// MARK: - Int32 token ids (the tokenizer's type)
+
+extension LlamaModel {
+    /// `lastTokenLogits(prompts:collectHidden:)` for Int32 token ids.
+    public func lastTokenLogits(prompts: [[Int32]], collectHidden: Bool = false) throws -> NextTokenOutput {
+        try lastTokenLogits(prompts: prompts.map { $0.map(Int.init) }, collectHidden: collectHidden)
+    }
+
+    /// `forEachLastToken(prompts:collectHidden:body:)` for Int32 token ids.
+    public func forEachLastToken(prompts: [[Int32]], collectHidden: Bool = false,
+                                 body: (Int, UnsafeBufferPointer<Float>, UnsafeBufferPointer<Float>?) throws -> Void) throws {
+        try forEachLastToken(prompts: prompts.map { $0.map(Int.init) }, collectHidden: collectHidden, body: body)
+    }
+}
