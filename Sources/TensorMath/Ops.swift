@@ -72,6 +72,7 @@ public func matmulBackward(dinp: UnsafeMutablePointer<Float>?, dweight: UnsafeMu
 // MARK: - RMSNorm
 
 /// out (T, C) = inp · rstd · weight, rstd (T) = 1 / sqrt(mean(inp²) + eps) (saved for backward).
+/// out may alias inp (each row is read fully before it is written).
 public func rmsnormForward(_ out: UnsafeMutablePointer<Float>, _ rstd: UnsafeMutablePointer<Float>,
                            _ inp: UnsafePointer<Float>, _ weight: UnsafePointer<Float>,
                            T: Int, C: Int, eps: Float) {
@@ -367,4 +368,11 @@ public struct Adam: Sendable {
             }
         }
     }
+}
+
+// MARK: - residual add (additive API)
+
+/// y (N) += x (N): the residual connection. Its backward is the identity (dx += dy).
+public func addInPlace(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, N: Int) {
+    parallelRanges(N, minChunk: 65536) { r in axpy(y + r.lowerBound, 1, x + r.lowerBound, r.count) }
 }

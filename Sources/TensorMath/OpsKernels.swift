@@ -91,7 +91,8 @@ func ropeApply(_ x: UnsafeMutablePointer<Float>, positions: UnsafePointer<Int32>
 
 /// Sequences at least this long use sgemm for QKᵀ and att @ V; shorter ones use dot/axpy loops
 /// (an sgemm call per (sequence, head) costs more than the math when L is tiny).
-public let attentionSgemmMinLength = 48
+/// A tuning knob (measured by the benchmark test); set it before any op runs.
+nonisolated(unsafe) public var attentionSgemmMinLength = 16
 
 /// Start of each sequence's (nHeads, L, L) block of saved probabilities.
 func attentionOffsets(_ batch: PackedBatch, nHeads: Int) -> [Int] {
