@@ -65,20 +65,8 @@ enum SampleTokenizer {
         return t
     }
 
-    // Development stand-in until the GGUF reader lands: a JSON dump of the metadata.
     private static func loadMetadata() throws -> [String: GGUFValue] {
-        let url = URL(fileURLWithPath: "/tmp/smollm_md.json")
-        guard FileManager.default.fileExists(atPath: url.path) else { throw XCTSkip("no metadata dump") }
-        let obj = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as? [String: [String: Any]])
-        var out: [String: GGUFValue] = [:]
-        for (k, v) in obj {
-            if let s = v["string"] as? String { out[k] = .string(s) }
-            else if let b = v["bool"] as? Bool { out[k] = .bool(b) }
-            else if let u = v["uint"] as? Int { out[k] = .uint32(UInt32(u)) }
-            else if let a = v["strings"] as? [String] { out[k] = .array(.string, a.map { .string($0) }) }
-            else if let a = v["ints"] as? [Int] { out[k] = .array(.int32, a.map { .int32(Int32($0)) }) }
-        }
-        return out
+        try GGUFCheckpoint(url: try requireSampleModel()).metadata
     }
 }
 

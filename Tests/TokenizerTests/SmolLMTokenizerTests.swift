@@ -105,3 +105,21 @@ final class SmolLMTokenizerTests: XCTestCase {
         #endif
     }
 }
+
+final class LoadTokenizerTests: XCTestCase {
+    func testLoadTokenizerForGGUFCheckpoint() throws {
+        let ckpt = try GGUFCheckpoint(url: try requireSampleModel())
+        let tok = try loadTokenizer(for: ckpt)
+        XCTAssertEqual(tok.vocabSize, 49152)
+        XCTAssertEqual(tok.encode("The nurse smiled because"), [504, 12996, 18628, 975])
+    }
+
+    func testDirectoryWithoutTokenizerJSON() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("empty-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        XCTAssertThrowsError(try loadTokenizer(directory: dir)) { e in
+            XCTAssertTrue("\(e)".contains("tokenizer.json"), "\(e)")
+        }
+    }
+}
