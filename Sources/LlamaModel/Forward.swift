@@ -24,14 +24,15 @@ public struct NextTokenOutput: Sendable {
     /// enters block i, entry numLayers leaves the last block (before the final norm). nil unless asked.
     public var hidden: [Float]?
 
-    public func logits(_ prompt: Int) -> ArraySlice<Float> {
-        logits[prompt * vocabSize ..< (prompt + 1) * vocabSize]
+    /// Prompt `prompt`'s logits (vocab), indexed by token id.
+    public func logits(_ prompt: Int) -> [Float] {
+        Array(logits[prompt * vocabSize ..< (prompt + 1) * vocabSize])
     }
     /// The hidden state entering block `layer` (layer = numLayers: leaving the last block).
-    public func hidden(_ prompt: Int, layer: Int) -> ArraySlice<Float>? {
+    public func hidden(_ prompt: Int, layer: Int) -> [Float]? {
         guard let h = hidden else { return nil }
         let o = (prompt * (numLayers + 1) + layer) * hiddenSize
-        return h[o ..< o + hiddenSize]
+        return Array(h[o ..< o + hiddenSize])
     }
 }
 
