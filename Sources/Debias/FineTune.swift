@@ -128,7 +128,7 @@ public enum DebiasTraining {
         let objective = DebiasObjective(kind: o.loss, weights: o.weights, heID: he, sheID: she, roles: roles)
 
         // The batches
-        var rng = SplitMix64(seed: o.seed)
+        var rng = ExampleOrderRNG(seed: o.seed)
         var plan: [(epoch: Int, indices: [Int])] = []
         var hintOrder = hintExamples, neutralOrder = neutralExamples
         rng.shuffle(&hintOrder); rng.shuffle(&neutralOrder)
@@ -161,7 +161,10 @@ public enum DebiasTraining {
         _ = events(.stage("cache hidden states entering block \(tuner.firstBlock) (\(examples.count) prompts)"))
         try tuner.cachePrefix()
         lap("cache prefix")
-        let needBase = examples.indices.filter { objective.needsBase($0) }
+        // (only the examples the plan visits: hint and neutral lists are cycled, not exhausted)
+        var visited = Set<Int>()
+        for p in plan { visited.formUnion(p.indices) }
+        let needBase = examples.indices.filter { visited.contains($0) && objective.needsBase($0) }
         if !needBase.isEmpty {
             _ = events(.stage("base references (\(needBase.count) prompts)"))
             try tuner.logits(for: needBase) { i, z in objective.setBase(example: i, logits: z, vocabSize: model.config.vocabSize) }

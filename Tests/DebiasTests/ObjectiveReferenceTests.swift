@@ -43,7 +43,7 @@ final class ObjectiveReferenceTests: XCTestCase {
             let obj = DebiasObjective(kind: kind, weights: ObjectiveWeights(hint: 0, neutralKL: 0, sum: 0),
                                       heID: 384, sheID: 1041, roles: [.bias])
             let (loss, grads) = try tuner.lossAndGradients([0], objective: obj)
-            XCTAssertEqual(loss, try XCTUnwrap(g["loss"]?.number), accuracy: 1e-5 * max(1, loss), "\(kind) loss")
+            XCTAssertEqual(loss, try XCTUnwrap(g["loss"]?.number), accuracy: 1e-4 * max(1, loss), "\(kind) loss")
             var worst = 0.0
             for (gi, block) in [0, 29].enumerated() {
                 for (short, long) in hf {
