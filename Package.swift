@@ -43,6 +43,7 @@ let package = Package(
         .executableTarget(name: "LFTFPatchCLI", dependencies: [
             "ModelFormats", "TensorMath", "Tokenizer", "LlamaModel", "Debias", "Patch",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Crypto", package: "swift-crypto"),
         ], swiftSettings: optimize),
 
         // MARK: Tests
@@ -50,7 +51,7 @@ let package = Package(
         .testTarget(name: "ModelFormatsTests", dependencies: ["ModelFormats", "TestSupport"],
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "TensorMathTests", dependencies: ["TensorMath", "TestSupport"]),
-        .testTarget(name: "TokenizerTests", dependencies: ["Tokenizer", "TestSupport"]),
+        .testTarget(name: "TokenizerTests", dependencies: ["Tokenizer", "TestSupport"], resources: [.copy("Fixtures")]),
         .testTarget(name: "LlamaModelTests", dependencies: ["LlamaModel", "TestSupport"]),
         .testTarget(name: "DebiasTests", dependencies: ["Debias", "TestSupport"]),
         .testTarget(name: "PatchTests", dependencies: ["Patch", "TestSupport"]),

@@ -43,3 +43,15 @@ final class DeterminismTests: XCTestCase {
         }
     }
 }
+
+final class ThreadSettingTests: XCTestCase {
+    func testSetThreadsReachesBLASAndOps() {
+        let savedOps = TensorMathThreads.count, savedBLAS = blasThreadCount
+        defer { setTensorMathThreads(savedBLAS); TensorMathThreads.count = savedOps }
+        setTensorMathThreads(1)
+        XCTAssertEqual(blasThreadCount, 1)
+        XCTAssertEqual(TensorMathThreads.count, 1)
+        setTensorMathThreads(0)  // clamped, never zero threads
+        XCTAssertEqual(TensorMathThreads.count, 1)
+    }
+}
