@@ -55,6 +55,8 @@ struct ApplyCommand: ParsableCommand {
 /// Runs a patch operation: a `PatchError` that is a check saying no (not applicable, not
 /// applied, neither) prints its message and exits 1; every other error propagates (exit 2).
 func patchCommand(_ body: () throws -> Void) throws {
+    // A file-size limit (RLIMIT_FSIZE) must fail the write with EFBIG, not kill the process.
+    signal(SIGXFSZ, SIG_IGN)
     do {
         try body()
     } catch let e as PatchError where e.isCheckFailure {
