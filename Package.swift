@@ -43,6 +43,7 @@ let package = Package(
         .executableTarget(name: "LFTFPatchCLI", dependencies: [
             "ModelFormats", "TensorMath", "Tokenizer", "LlamaModel", "Debias", "Patch",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Crypto", package: "swift-crypto"),
         ], swiftSettings: optimize),
 
         // MARK: Tests

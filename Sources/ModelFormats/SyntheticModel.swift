@@ -1,0 +1,173 @@
+import Foundation
+
+// Seeded random-weights models: a tiny Llama for fast tests (HF directory and GGUF, same
+// weights), and a 7B-shaped sharded BF16 HF directory for I/O benchmarks, written streaming.
+
+/// SyntheticRNG: SplitMix64 (Steele et al. 2014): a tiny seeded generator; the same seed gives the same
+/// model on every machine.
+public struct SyntheticRNG: RandomNumberGenerator, Sendable {
+    public var state: UInt64
+    public init(seed: UInt64) { state = seed }
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    /// Uniform in [-1, 1).
+    public mutating func nextSigned() -> Float { Float(next() >> 40) * 0x1p-23 - 1 }
+}
+
+/// One weight of a Llama-family model, in HF (state-dict) order.
+public struct ModelTensorSpec: Sendable {
+    public var role: TensorRole
+    /// PyTorch shape (rows first).
+    public var shape: [Int]
+}
+
+public enum SyntheticModel {
+    /// The tiny test model: llama, 2 blocks, hidden 64, FFN 128, 4 heads (2 KV, head dim 16),
+    /// the tiny byte-level vocabulary, tied embeddings.
+    public static func tinyConfig(layers: Int = 2) -> ModelConfig {
+        ModelConfig(architecture: "llama", hiddenSize: 64, intermediateSize: 128, numLayers: layers, numHeads: 4,
+                    numKVHeads: 2, headDim: 16, vocabSize: tinyVocabulary.tokens.count, rmsNormEps: 1e-5,
+                    ropeTheta: 10000, ropeStyle: .halves, tieWordEmbeddings: true, maxPositions: 256)
+    }
+
+    /// 7B-shaped (Llama-2-7B): 32 blocks, hidden 4096, FFN 11008, 32 heads, vocab 32000.
+    public static func sevenBConfig(layers: Int = 32) -> ModelConfig {
+        ModelConfig(architecture: "llama", hiddenSize: 4096, intermediateSize: 11008, numLayers: layers, numHeads: 32,
+                    numKVHeads: 32, headDim: 128, vocabSize: 32000, rmsNormEps: 1e-5, ropeTheta: 10000,
+                    ropeStyle: .halves, tieWordEmbeddings: false, maxPositions: 4096)
+    }
+
+    /// Every weight of `config` in HF state-dict order with its PyTorch shape.
+    public static func tensorSpecs(_ c: ModelConfig) -> [ModelTensorSpec] {
+        let h = c.hiddenSize, q = c.numHeads * c.headDim, kv = c.numKVHeads * c.headDim, f = c.intermediateSize
+        var out = [ModelTensorSpec(role: .tokenEmbedding, shape: [c.vocabSize, h])]
+        for i in 0..<c.numLayers {
+            out.append(.init(role: .q(i), shape: [q, h]))
+            if c.attentionBias { out.append(.init(role: .qBias(i), shape: [q])) }
+            out.append(.init(role: .k(i), shape: [kv, h]))
+            if c.attentionBias { out.append(.init(role: .kBias(i), shape: [kv])) }
+            out.append(.init(role: .v(i), shape: [kv, h]))
+            if c.attentionBias { out.append(.init(role: .vBias(i), shape: [kv])) }
+            out.append(.init(role: .o(i), shape: [h, q]))
+            out.append(.init(role: .gate(i), shape: [f, h]))
+            out.append(.init(role: .up(i), shape: [f, h]))
+            out.append(.init(role: .down(i), shape: [h, f]))
+            out.append(.init(role: .attnNorm(i), shape: [h]))
+            out.append(.init(role: .ffnNorm(i), shape: [h]))
+        }
+        out.append(.init(role: .outputNorm, shape: [h]))
+        if !c.tieWordEmbeddings { out.append(.init(role: .output, shape: [c.vocabSize, h])) }
+        return out
+    }
+
+    /// The weights of tensor `index` (HF layout): norms 1 ± 0.1, others ± 1/√fan-in.
+    /// Depends only on (seed, index, role, shape), so both formats get the same values.
+    public static func values(seed: UInt64, index: Int, spec: ModelTensorSpec) -> [Float] {
+        var rng = SyntheticRNG(seed: seed &+ UInt64(index) &* 0x1000_0000_01B3)
+        let n = elementCount(spec.shape) ?? 0
+        switch spec.role {
+        case .attnNorm, .ffnNorm, .outputNorm:
+            return (0..<n).map { _ in 1 + 0.1 * rng.nextSigned() }
+        default:
+            let scale = 1 / Float(spec.shape.last ?? 1).squareRoot()
+            return (0..<n).map { _ in scale * rng.nextSigned() }
+        }
+    }
+
+    /// A tiny byte-level BPE vocabulary: the 256 GPT-2 byte symbols, a few merges, and
+    /// three control tokens (<|endoftext|> = 0, <|im_start|> = 1, <|im_end|> = 2).
+    public static let tinyVocabulary: GGUFVocabulary = {
+        var tokens = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+        var types = [3, 3, 3]
+        tokens += gpt2ByteSymbols
+        types += Array(repeating: 1, count: 256)
+        let merges = ["Ġ t", "h e", "Ġt he", "i n", "a n", "e r", "Ġ a", "o n"]
+        for m in merges { tokens.append(m.replacingOccurrences(of: " ", with: "")); types.append(1) }
+        return GGUFVocabulary(model: "gpt2", pre: "smollm", tokens: tokens, tokenTypes: types, merges: merges,
+                              bosTokenId: 1, eosTokenId: 2, addBOS: false)
+    }()
+
+    /// GPT-2's byte → printable-character table (`bytes_to_unicode`), in byte order.
+    public static let gpt2ByteSymbols: [String] = {
+        var printable = Array(33...126) + Array(161...172) + Array(174...255)
+        var cps = printable
+        var n = 0
+        for b in 0..<256 where !printable.contains(b) {
+            printable.append(b); cps.append(256 + n); n += 1
+        }
+        var table = [String](repeating: "", count: 256)
+        for (b, c) in zip(printable, cps) { table[b] = String(Character(Unicode.Scalar(UInt32(c))!)) }
+        return table
+    }()
+
+    /// Writes the model as an HF directory (config.json, tokenizer files, safetensors in
+    /// `dtype`, sharded when `maxShardBytes` is given).
+    public static func writeHF(to directory: URL, config c: ModelConfig, seed: UInt64, dtype: DType = .f32,
+                               maxShardBytes: Int? = nil, vocabulary: GGUFVocabulary? = tinyVocabulary) throws {
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let specs = tensorSpecs(c)
+        let st = specs.map { SafetensorsTensorSpec(name: TensorNames.hf($0.role), dtype: dtype, shape: $0.shape) }
+        try writeSafetensorsCheckpoint(to: directory, tensors: st, maxShardBytes: maxShardBytes) { spec, w in
+            let i = st.firstIndex { $0.name == spec.name }!
+            let bytes = encode(values(seed: seed, index: i, spec: specs[i]), as: dtype)
+            try bytes.withUnsafeBytes { try w.write(spec.name, $0) }
+        }
+        try HFConfig(c, bosTokenId: vocabulary?.bosTokenId, eosTokenId: vocabulary?.eosTokenId,
+                     torchDtype: dtype == .bf16 ? "bfloat16" : dtype == .f16 ? "float16" : "float32")
+            .encoded().write(to: directory.appendingPathComponent("config.json"))
+        if let v = vocabulary {
+            try Data(try HFTokenizerFiles.tokenizerJSON(v)).write(to: directory.appendingPathComponent("tokenizer.json"))
+            try Data(HFTokenizerFiles.tokenizerConfigJSON(v, maxLength: c.maxPositions))
+                .write(to: directory.appendingPathComponent("tokenizer_config.json"))
+        }
+    }
+
+    /// Floats → little-endian bytes of a float dtype (F32, F16, BF16).
+    public static func encode(_ v: [Float], as dtype: DType) -> [UInt8] {
+        switch dtype {
+        case .bf16: return v.map(floatToBF16).withUnsafeBytes { Array($0) }
+        case .f16: return v.map(floatToHalf).withUnsafeBytes { Array($0) }
+        default: return v.withUnsafeBytes { Array($0) }
+        }
+    }
+
+    /// A 7B-shaped BF16 checkpoint (≈13.5 GB for 32 blocks), sharded at `maxShardBytes`,
+    /// written in 16 MiB chunks: memory use stays flat whatever the size. Values are random
+    /// BF16 of magnitude 2^-10..2^-3 (not a trained model; for I/O benchmarks).
+    public static func write7BShaped(to directory: URL, layers: Int = 32, seed: UInt64 = 1,
+                                     maxShardBytes: Int = 5_000_000_000,
+                                     progress: ((Int, Int, String) -> Void)? = nil) throws {
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let c = sevenBConfig(layers: layers)
+        let specs = tensorSpecs(c)
+        let st = specs.map { SafetensorsTensorSpec(name: TensorNames.hf($0.role), dtype: .bf16, shape: $0.shape) }
+        var rng = SyntheticRNG(seed: seed)
+        let chunkElems = 8 << 20
+        var chunk = [UInt16](repeating: 0, count: chunkElems)
+        try writeSafetensorsCheckpoint(to: directory, tensors: st, maxShardBytes: maxShardBytes, progress: progress) { spec, w in
+            var left = elementCount(spec.shape) ?? 0
+            while left > 0 {
+                let n = min(left, chunkElems)
+                var i = 0
+                while i < n {
+                    var r = rng.next()
+                    for _ in 0..<4 where i < n {
+                        let bits = UInt16(truncatingIfNeeded: r)
+                        // sign | exponent 117...124 | 7 mantissa bits
+                        chunk[i] = (bits & 0x8000) | ((117 + ((bits >> 7) & 7)) << 7) | (bits & 0x7F)
+                        r >>= 16; i += 1
+                    }
+                }
+                try chunk.withUnsafeBytes { try w.append(UnsafeRawBufferPointer(rebasing: $0[0..<(2 * n)])) }
+                left -= n
+            }
+        }
+        try HFConfig(c, bosTokenId: 1, eosTokenId: 2, torchDtype: "bfloat16").encoded()
+            .write(to: directory.appendingPathComponent("config.json"))
+    }
+}
