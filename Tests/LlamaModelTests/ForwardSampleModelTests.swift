@@ -132,6 +132,13 @@ final class ForwardSampleModelTests: XCTestCase {
     func testGGUFMatchesReference() throws { try checkAgainstReference(try ggufModel(), label: "GGUF") }
     func testGGUFHiddenStatesMatchReference() throws { try checkHiddenStates(try ggufModel(), label: "GGUF") }
 
+    func testSafetensorsMatchesReference() throws {
+        let model = try LlamaModel(checkpoint: openCheckpoint(try ConvertedSample.get()))
+        XCTAssertEqual(model.config.ropeStyle, .halves)
+        try checkAgainstReference(model, label: "safetensors F32")
+        try checkHiddenStates(model, label: "safetensors F32")
+    }
+
     /// Streaming blocks (no cache) and tiny batches give the cached engine's numbers.
     func testStreamingWeightsSameAsCached() throws {
         let ref = try JSONDecoder().decode(ReferenceFile.self, from: Data(contentsOf: referenceURL("smollm2-135m-q4_1.json")))

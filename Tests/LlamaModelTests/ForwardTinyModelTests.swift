@@ -319,3 +319,34 @@ final class ForwardTinyModelTests: XCTestCase {
         XCTAssertEqual(Double(p[3]), exp(3.5) / z, accuracy: 1e-7)
     }
 }
+
+final class ForwardConfigTests: XCTestCase {
+    func testUnsupportedRopeScalingIsAnError() {
+        let ck = tinyCheckpoint(seed: 9, ropeStyle: .halves, tied: true, scaling: RopeScaling(type: "yarn", factor: 4))
+        XCTAssertThrowsError(try LlamaModel(checkpoint: ck)) { e in
+            guard case .badConfig(let m)? = e as? LlamaModelError else { return XCTFail("\(e)") }
+            XCTAssertTrue(m.contains("yarn"), m)
+        }
+    }
+
+    func testHeadsMustShareKVHeadsEvenly() {
+        let good = tinyCheckpoint(seed: 10, ropeStyle: .halves, tied: true)
+        var c = good.config
+        c.numKVHeads = 3
+        let bad = MemoryCheckpoint(config: c)
+        bad.tensors = good.tensors; bad.values = good.values
+        XCTAssertThrowsError(try LlamaModel(checkpoint: bad)) { e in
+            guard case .badConfig? = e as? LlamaModelError else { return XCTFail("\(e)") }
+        }
+    }
+
+    func testWrongShapeNamesTheTensor() {
+        let ck = tinyCheckpoint(seed: 11, ropeStyle: .halves, tied: true)
+        let i = ck.tensors.firstIndex { $0.name == "blk.1.attn_k.weight" }!
+        ck.tensors[i].shape = [ck.tensors[i].shape[1], ck.tensors[i].shape[0]]   // transposed
+        XCTAssertThrowsError(try LlamaModel(checkpoint: ck)) { e in
+            guard case .badShape(let name, _, _)? = e as? LlamaModelError else { return XCTFail("\(e)") }
+            XCTAssertEqual(name, "blk.1.attn_k.weight")
+        }
+    }
+}
