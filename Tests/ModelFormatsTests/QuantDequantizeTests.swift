@@ -233,4 +233,18 @@ final class QuantDequantizeTests: XCTestCase {
             XCTAssertLessThanOrEqual(maxRel, 1e-6, "\(name): max relative diff \(maxRel) vs gguf-py")
         }
     }
+
+    /// The vectorizable F16 path equals the exact scalar conversion on all 65536 halves (bit for bit,
+    /// NaN payloads included), and the scalar one matches Swift's Float16 on every non-NaN.
+    func testF16AllValues() throws {
+        let src = (0...0xFFFF).map { UInt16($0) }
+        let fast = try src.withUnsafeBytes { try dequantize($0, dtype: .f16, count: src.count) }
+        for h in src {
+            XCTAssertEqual(fast[Int(h)].bitPattern, halfToFloat(h).bitPattern, "half 0x\(String(h, radix: 16))")
+            #if !(os(macOS) && arch(x86_64))
+            let ref = Float(Float16(bitPattern: h))
+            if !ref.isNaN { XCTAssertEqual(halfToFloat(h).bitPattern, ref.bitPattern) }
+            #endif
+        }
+    }
 }
