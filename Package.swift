@@ -43,13 +43,15 @@ let package = Package(
         .executableTarget(name: "LFTFPatchCLI", dependencies: [
             "ModelFormats", "TensorMath", "Tokenizer", "LlamaModel", "Debias", "Patch",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Crypto", package: "swift-crypto"),
         ], swiftSettings: optimize),
 
         // MARK: Tests
         .target(name: "TestSupport", dependencies: ["ModelFormats"], path: "Tests/TestSupport"),
-        .testTarget(name: "ModelFormatsTests", dependencies: ["ModelFormats", "TestSupport"]),
+        .testTarget(name: "ModelFormatsTests", dependencies: ["ModelFormats", "TestSupport"],
+                    resources: [.copy("Fixtures")]),
         .testTarget(name: "TensorMathTests", dependencies: ["TensorMath", "TestSupport"]),
-        .testTarget(name: "TokenizerTests", dependencies: ["Tokenizer", "TestSupport"]),
+        .testTarget(name: "TokenizerTests", dependencies: ["Tokenizer", "TestSupport"], resources: [.copy("Fixtures")]),
         .testTarget(name: "LlamaModelTests", dependencies: ["LlamaModel", "TestSupport"]),
         .testTarget(name: "DebiasTests", dependencies: ["Debias", "TestSupport"]),
         .testTarget(name: "PatchTests", dependencies: ["Patch", "TestSupport"]),

@@ -24,14 +24,15 @@ public struct NextTokenOutput: Sendable {
     /// enters block i, entry numLayers leaves the last block (before the final norm). nil unless asked.
     public var hidden: [Float]?
 
-    public func logits(_ prompt: Int) -> ArraySlice<Float> {
-        logits[prompt * vocabSize ..< (prompt + 1) * vocabSize]
+    /// Prompt `prompt`'s logits (vocab), indexed by token id.
+    public func logits(_ prompt: Int) -> [Float] {
+        Array(logits[prompt * vocabSize ..< (prompt + 1) * vocabSize])
     }
     /// The hidden state entering block `layer` (layer = numLayers: leaving the last block).
-    public func hidden(_ prompt: Int, layer: Int) -> ArraySlice<Float>? {
+    public func hidden(_ prompt: Int, layer: Int) -> [Float]? {
         guard let h = hidden else { return nil }
         let o = (prompt * (numLayers + 1) + layer) * hiddenSize
-        return h[o ..< o + hiddenSize]
+        return Array(h[o ..< o + hiddenSize])
     }
 }
 
@@ -114,6 +115,77 @@ extension LlamaModel {
                     for o in 0..<OC { row[o] += b[o] }
                 }
             }
+        }
+    }
+
+    /// A block whose output is wanted only at each sequence's last row (the model's last block
+    /// when only next-token logits are asked for): RMSNorm, K and V run on every row (attention
+    /// reads them), Q, attention, O and the MLP only on the last rows. out (nSeq, C) receives the
+    /// block's output at those rows; x (T, C) is not changed.
+    func lastRowsBlockForward(_ w: BlockWeights, x: UnsafeMutablePointer<Float>, batch: PackedBatch,
+                              out: UnsafeMutablePointer<Float>) {
+        let T = batch.totalTokens, n = batch.lengths.count
+        let c = config
+        let C = c.hiddenSize, F = c.intermediateSize, QD = c.qDim, KVD = c.kvDim, hd = c.headDim
+        let H = c.numHeads, group = c.numHeads / c.numKVHeads
+        let a = scratchActivations(tokens: T)
+        ensureRope(length: batch.lengths.max() ?? 0)
+        let eps = Float(c.rmsNormEps)
+        let rows = batch.lastRows
+        let lastPositions = batch.lengths.map { Int32($0 - 1) }
+        // All rows: n = attn_norm(x) (T, C), k, v (T, KVD); RoPE on k.
+        w.attnNorm.withUnsafeBufferPointer { rmsnormForward(a.attnNormOut, a.attnNormRstd, x, $0.baseAddress!, T: T, C: C, eps: eps) }
+        linear(a.k, a.attnNormOut, w.k, w.kBias, T: T, C: C, OC: KVD)
+        linear(a.v, a.attnNormOut, w.v, w.vBias, T: T, C: C, OC: KVD)
+        batch.positions.withUnsafeBufferPointer { ropeForward(a.k, positions: $0.baseAddress!, T: T, nHeads: c.numKVHeads, table: rope) }
+        // Last rows only, packed (n, ·) at the start of the scratch buffers.
+        let nl = a.ffnNormOut                       // (n, C) attn_norm at the last rows
+        for (j, r) in rows.enumerated() { (nl + j * C).update(from: a.attnNormOut + r * C, count: C) }
+        linear(a.q, nl, w.q, w.qBias, T: n, C: C, OC: QD)
+        lastPositions.withUnsafeBufferPointer { ropeForward(a.q, positions: $0.baseAddress!, T: n, nHeads: H, table: rope) }
+        // Attention of each last query over its sequence's keys (no causal mask needed: it is last).
+        let scale = 1 / Float(hd).squareRoot()
+        let maxL = batch.lengths.max() ?? 0
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: max(maxL, 1)) { pb in
+            let p = pb.baseAddress!
+            for s in 0..<n {
+                let L = batch.lengths[s], o = batch.offsets[s]
+                for h in 0..<H {
+                    let qrow = a.q + s * QD + h * hd
+                    let kvOff = (h / group) * hd
+                    var m = -Float.infinity
+                    for j in 0..<L {
+                        let krow = a.k + (o + j) * KVD + kvOff
+                        var d: Float = 0
+                        for e in 0..<hd { d += qrow[e] * krow[e] }
+                        p[j] = d * scale
+                        m = max(m, p[j])
+                    }
+                    var z: Float = 0
+                    for j in 0..<L { p[j] = expf(p[j] - m); z += p[j] }
+                    let orow = a.attnOut + s * QD + h * hd
+                    orow.update(repeating: 0, count: hd)
+                    for j in 0..<L {
+                        let wj = p[j] / z, vrow = a.v + (o + j) * KVD + kvOff
+                        for e in 0..<hd { orow[e] += wj * vrow[e] }
+                    }
+                }
+            }
+        }
+        // h = x + attnOut @ Woᵀ at the last rows
+        for (j, r) in rows.enumerated() { (a.residualAttn + j * C).update(from: x + r * C, count: C) }
+        w.o.withUnsafeBufferPointer {
+            sgemm(transB: true, m: n, n: C, k: QD, a: a.attnOut, lda: QD, b: $0.baseAddress!, ldb: QD,
+                  beta: 1, c: a.residualAttn, ldc: C)
+        }
+        w.ffnNorm.withUnsafeBufferPointer { rmsnormForward(a.ffnNormOut, a.ffnNormRstd, a.residualAttn, $0.baseAddress!, T: n, C: C, eps: eps) }
+        linear(a.gate, a.ffnNormOut, w.gate, nil, T: n, C: C, OC: F)
+        linear(a.up, a.ffnNormOut, w.up, nil, T: n, C: C, OC: F)
+        swigluForward(a.swiglu, gate: a.gate, up: a.up, N: n * F)
+        out.update(from: a.residualAttn, count: n * C)
+        w.down.withUnsafeBufferPointer {
+            sgemm(transB: true, m: n, n: C, k: F, a: a.swiglu, lda: F, b: $0.baseAddress!, ldb: F,
+                  beta: 1, c: out, ldc: C)
         }
     }
 
@@ -261,23 +333,32 @@ extension LlamaModel {
                 }
             }
         }
+        var last = [Float](repeating: 0, count: n * C)   // (n, C) leaving the last block
         for l in 0..<L {
             if collectHidden { collect(l) }
             let w = try blockWeights(l)
             try x.withUnsafeMutableBufferPointer { xb in
                 for sub in subs {
-                    try blockForward(w, x: xb.baseAddress! + group.offsets[sub.first] * C, batch: sub.batch)
+                    let xs = xb.baseAddress! + group.offsets[sub.first] * C
+                    if l == L - 1 {
+                        // Only the last rows leave the model: skip everything but K/V elsewhere.
+                        last.withUnsafeMutableBufferPointer { lb in
+                            lastRowsBlockForward(w, x: xs, batch: sub.batch, out: lb.baseAddress! + sub.first * C)
+                        }
+                    } else {
+                        try blockForward(w, x: xs, batch: sub.batch)
+                    }
                 }
             }
         }
-        if collectHidden { collect(L) }
-        var last = [Float](repeating: 0, count: n * C)
-        x.withUnsafeBufferPointer { xb in
-            last.withUnsafeMutableBufferPointer { lb in
-                for j in 0..<n { (lb.baseAddress! + j * C).update(from: xb.baseAddress! + lastRows[j] * C, count: C) }
+        x = []
+        if collectHidden {
+            hidden.withUnsafeMutableBufferPointer { hb in
+                last.withUnsafeBufferPointer { lb in
+                    for j in 0..<n { (hb.baseAddress! + (j * (L + 1) + L) * C).update(from: lb.baseAddress! + j * C, count: C) }
+                }
             }
         }
-        x = []
         let logits = headLogits(hidden: last, rows: n)
         try logits.withUnsafeBufferPointer { lp in
             try hidden.withUnsafeBufferPointer { hp in

@@ -157,10 +157,20 @@ public final class LlamaModel {
         guard c.rmsNormEps > 0, c.ropeTheta > 0 else {
             throw LlamaModelError.badConfig("rms_norm_eps and rope_theta must be positive")
         }
+        if let s = c.ropeScaling {
+            // "dynamic" (NTK) changes nothing within the trained context; yarn and longrope
+            // change frequencies and attention scale in ways this engine does not implement.
+            guard s.type.lowercased() == "dynamic" || RopeTable.supportsScaling(s.type) else {
+                throw LlamaModelError.badConfig("rope scaling type '\(s.type)' is not supported (supported: linear, llama3, dynamic within the trained context)")
+            }
+            guard s.factor > 0 else { throw LlamaModelError.badConfig("rope scaling factor \(s.factor) must be positive") }
+        }
     }
 
     static func makeRope(_ c: ModelConfig, pairing: RopePairing, positions: Int) -> RopeTable {
-        let s = c.ropeScaling
+        // Dynamic NTK scaling leaves the frequencies alone within the trained context (HF
+        // rescales only past max_position_embeddings); prompts here are far shorter.
+        let s = c.ropeScaling?.type.lowercased() == "dynamic" ? nil : c.ropeScaling
         return RopeTable(headDim: c.headDim, theta: c.ropeTheta, pairing: pairing, maxPositions: positions,
                          scalingType: s?.type, factor: s?.factor ?? 1,
                          lowFreqFactor: s?.lowFreqFactor ?? 1, highFreqFactor: s?.highFreqFactor ?? 4,

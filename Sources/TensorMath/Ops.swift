@@ -6,11 +6,13 @@
 // - Forward writes its outputs first, then takes inputs, then sizes; it saves what backward needs.
 // - Backward ADDS into its gradients (+=). The caller zeroes them, once.
 // - Pointers may not alias unless a function says so.
+// - Release builds are -Ounchecked: sizes and positions are the caller's to get right.
+// - Results do not depend on the thread count (each output is written by one thread, in order).
 //
-import Foundation
+// SIGNATURES ARE THE CONTRACT between the engine, the backward pass and the tests; change them
+// only additively. Kernels live in OpsKernels.swift and Vector.swift; sgemm in BLAS.swift.
 
-// SIGNATURES ARE THE CONTRACT between the engine, the backward pass and the tests.
-// Bodies marked TODO are being written; keep the signatures stable.
+import Foundation
 
 /// A packed batch: sequences laid end to end. Token t of sequence s is row `offsets[s] + t`;
 /// its RoPE position is t. Attention never crosses sequences.
@@ -72,6 +74,7 @@ public func matmulBackward(dinp: UnsafeMutablePointer<Float>?, dweight: UnsafeMu
 // MARK: - RMSNorm
 
 /// out (T, C) = inp · rstd · weight, rstd (T) = 1 / sqrt(mean(inp²) + eps) (saved for backward).
+/// out may alias inp (each row is read fully before it is written).
 public func rmsnormForward(_ out: UnsafeMutablePointer<Float>, _ rstd: UnsafeMutablePointer<Float>,
                            _ inp: UnsafePointer<Float>, _ weight: UnsafePointer<Float>,
                            T: Int, C: Int, eps: Float) {
@@ -367,4 +370,11 @@ public struct Adam: Sendable {
             }
         }
     }
+}
+
+// MARK: - residual add (additive API)
+
+/// y (N) += x (N): the residual connection. Its backward is the identity (dx += dy).
+public func addInPlace(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, N: Int) {
+    parallelRanges(N, minChunk: 65536) { r in axpy(y + r.lowerBound, 1, x + r.lowerBound, r.count) }
 }

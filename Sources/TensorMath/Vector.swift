@@ -53,46 +53,63 @@ typealias F8 = SIMD8<Float>
     while i < n { y[i] *= alpha; i += 1 }
 }
 
-/// max x[i], i < n (n ≥ 1).
+/// max x[i], i < n (n ≥ 1). 4-wide with replacing(with:where:), which lowers to maxps-like code
+/// (pointwiseMax on SIMD8 is an out-of-line call).
 @inline(__always) func maxElement(_ x: UnsafePointer<Float>, _ n: Int) -> Float {
     var i = 0
     var m = -Float.infinity
     if n >= 8 {
-        var v = load8(x)
+        var a = UnsafeRawPointer(x).loadUnaligned(as: SIMD4<Float>.self)
+        var b = UnsafeRawPointer(x + 4).loadUnaligned(as: SIMD4<Float>.self)
         i = 8
-        while i + 8 <= n { v = pointwiseMax(v, load8(x + i)); i += 8 }
-        m = v.max()
+        while i + 8 <= n {
+            let c = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD4<Float>.self)
+            let d = UnsafeRawPointer(x + i + 4).loadUnaligned(as: SIMD4<Float>.self)
+            a = a.replacing(with: c, where: c .> a)
+            b = b.replacing(with: d, where: d .> b)
+            i += 8
+        }
+        a = a.replacing(with: b, where: b .> a)
+        m = Swift.max(Swift.max(a[0], a[1]), Swift.max(a[2], a[3]))
     }
     while i < n { m = Swift.max(m, x[i]); i += 1 }
     return m
 }
 
-/// e^x lane by lane (Cephes expf). Inputs below −87.3 give 0; above 88.3 are clamped (≈1.7e38).
-@inline(__always) func exp8(_ xIn: F8) -> F8 {
-    let tiny = xIn .< F8(repeating: -87.3)
-    var x = xIn.clamped(lowerBound: F8(repeating: -87.3), upperBound: F8(repeating: 88.3))
-    // n = round(x / ln 2) via the 1.5·2^23 trick (SSE2-friendly, no roundps needed).
-    let magic = F8(repeating: 12582912.0)
-    let fx = (x * F8(repeating: 1.44269504088896341) + magic) - magic
-    x = x - fx * F8(repeating: 0.693359375) - fx * F8(repeating: -2.12194440e-4)
+typealias F4 = SIMD4<Float>
+
+/// e^x lane by lane (Cephes expf). Inputs below −87.3 give 0; above 88.3 are clamped (≈2.2e38).
+/// Written 4-wide with `replacing(with:where:)`: on baseline x86-64 (SSE2) that lowers to
+/// cmpps/maxps/and/or with no calls; 8-lane masks lower to lane shuffles and 10x slower code.
+@inline(__always) func exp4(_ xIn: F4) -> F4 {
+    let lo = F4(repeating: -87.3), hi = F4(repeating: 88.3)
+    var x = xIn.replacing(with: lo, where: xIn .< lo).replacing(with: hi, where: xIn .> hi)
+    // n = round(x / ln 2) by the 1.5·2^23 trick: t's low mantissa bits hold n (no roundps in SSE2).
+    let magic = F4(repeating: 12582912.0)
+    let t = x * F4(repeating: 1.44269504088896341) + magic
+    let fx = t - magic
+    x = x - fx * F4(repeating: 0.693359375) - fx * F4(repeating: -2.12194440e-4)
     let z = x * x
-    var y = F8(repeating: 1.9875691500e-4)
-    y = y * x + F8(repeating: 1.3981999507e-3)
-    y = y * x + F8(repeating: 8.3334519073e-3)
-    y = y * x + F8(repeating: 4.1665795894e-2)
-    y = y * x + F8(repeating: 1.6666665459e-1)
-    y = y * x + F8(repeating: 5.0000001201e-1)
-    y = y * z + x + F8(repeating: 1)
-    let n = SIMD8<Int32>(fx, rounding: .towardZero)
-    let pow2 = unsafeBitCast((n &+ 127) &<< 23, to: F8.self)
-    var r = y * pow2
-    r.replace(with: 0, where: tiny)
-    return r
+    var y = F4(repeating: 1.9875691500e-4)
+    y = y * x + F4(repeating: 1.3981999507e-3)
+    y = y * x + F4(repeating: 8.3334519073e-3)
+    y = y * x + F4(repeating: 4.1665795894e-2)
+    y = y * x + F4(repeating: 1.6666665459e-1)
+    y = y * x + F4(repeating: 5.0000001201e-1)
+    y = y * z + x + F4(repeating: 1)
+    // 2^n: (n + 127) << 23, with n = bits(t) − bits(1.5·2^23)
+    let tb = unsafeBitCast(t, to: SIMD4<Int32>.self)
+    let pow2 = unsafeBitCast((tb &- 0x4B40_0000 &+ 127) &<< 23, to: F4.self)
+    return (y * pow2).replacing(with: 0, where: xIn .< lo)
+}
+
+@inline(__always) func exp8(_ x: F8) -> F8 {
+    F8(lowHalf: exp4(x.lowHalf), highHalf: exp4(x.highHalf))
 }
 
 /// Scalar e^x with the same polynomial as `exp8` (so tails agree with vector lanes).
 @inline(__always) func exp1(_ x: Float) -> Float {
-    exp8(F8(repeating: x))[0]
+    exp4(F4(repeating: x))[0]
 }
 
 // MARK: - threads

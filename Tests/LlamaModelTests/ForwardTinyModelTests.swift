@@ -180,7 +180,7 @@ func naiveForward(_ ck: MemoryCheckpoint, _ tokens: [Int], override: (Int, Strin
     return (logits, hidden)
 }
 
-func maxAbsDiff<A: Collection, B: Collection>(_ a: A, _ b: B) -> Double where A.Element == Float, B.Element == Double {
+func maxDiff<A: Collection, B: Collection>(_ a: A, _ b: B) -> Double where A.Element == Float, B.Element == Double {
     zip(a, b).reduce(0.0) { max($0, abs(Double($1.0) - $1.1)) }
 }
 
@@ -193,9 +193,9 @@ final class ForwardTinyModelTests: XCTestCase {
         var worstLogit = 0.0, worstHidden = 0.0
         for (i, p) in prompts.enumerated() {
             let ref = naiveForward(ck, p)
-            worstLogit = max(worstLogit, maxAbsDiff(out.logits(i), ref.logits))
+            worstLogit = max(worstLogit, maxDiff(out.logits(i), ref.logits))
             for l in 0...ck.config.numLayers {
-                worstHidden = max(worstHidden, maxAbsDiff(out.hidden(i, layer: l)!, ref.hidden[l]))
+                worstHidden = max(worstHidden, maxDiff(out.hidden(i, layer: l)!, ref.hidden[l]))
             }
         }
         print("tiny \(ck.config.architecture) \(ck.config.ropeStyle) tied=\(ck.config.tieWordEmbeddings): max |Δlogit| \(worstLogit), max |Δhidden| \(worstHidden)")
@@ -234,15 +234,15 @@ final class ForwardTinyModelTests: XCTestCase {
         try model.overrideBlock(1, with: w)
         var out = try model.lastTokenLogits(prompts: prompts)
         for (i, p) in prompts.enumerated() {
-            XCTAssertLessThan(maxAbsDiff(out.logits(i), naiveForward(ck, p, override: (1, "ffn_up.weight", w.up)).logits), 2e-4)
+            XCTAssertLessThan(maxDiff(out.logits(i), naiveForward(ck, p, override: (1, "ffn_up.weight", w.up)).logits), 2e-4)
         }
         w.q.withUnsafeMutableBufferPointer { q in for j in q.indices { q[j] *= 0.5 } }
         out = try model.lastTokenLogits(prompts: prompts)
         let ref = naiveForward(ck, prompts[0], override: (1, "attn_q.weight", w.q))
-        XCTAssertGreaterThan(maxAbsDiff(out.logits(0), ref.logits), 1e-3, "q change must be seen")
+        XCTAssertGreaterThan(maxDiff(out.logits(0), ref.logits), 1e-3, "q change must be seen")
         try model.overrideBlock(1, with: nil)
         out = try model.lastTokenLogits(prompts: prompts)
-        XCTAssertLessThan(maxAbsDiff(out.logits(0), naiveForward(ck, prompts[0]).logits), 2e-4)
+        XCTAssertLessThan(maxDiff(out.logits(0), naiveForward(ck, prompts[0]).logits), 2e-4)
         XCTAssertThrowsError(try model.overrideBlock(0, with: w))   // weights of block 1
     }
 
@@ -317,5 +317,36 @@ final class ForwardTinyModelTests: XCTestCase {
         XCTAssertEqual(p.reduce(0, +), 1, accuracy: 1e-6)
         let z = logits.map { exp(Double($0)) }.reduce(0, +)
         XCTAssertEqual(Double(p[3]), exp(3.5) / z, accuracy: 1e-7)
+    }
+}
+
+final class ForwardConfigTests: XCTestCase {
+    func testUnsupportedRopeScalingIsAnError() {
+        let ck = tinyCheckpoint(seed: 9, ropeStyle: .halves, tied: true, scaling: RopeScaling(type: "yarn", factor: 4))
+        XCTAssertThrowsError(try LlamaModel(checkpoint: ck)) { e in
+            guard case .badConfig(let m)? = e as? LlamaModelError else { return XCTFail("\(e)") }
+            XCTAssertTrue(m.contains("yarn"), m)
+        }
+    }
+
+    func testHeadsMustShareKVHeadsEvenly() {
+        let good = tinyCheckpoint(seed: 10, ropeStyle: .halves, tied: true)
+        var c = good.config
+        c.numKVHeads = 3
+        let bad = MemoryCheckpoint(config: c)
+        bad.tensors = good.tensors; bad.values = good.values
+        XCTAssertThrowsError(try LlamaModel(checkpoint: bad)) { e in
+            guard case .badConfig? = e as? LlamaModelError else { return XCTFail("\(e)") }
+        }
+    }
+
+    func testWrongShapeNamesTheTensor() {
+        let ck = tinyCheckpoint(seed: 11, ropeStyle: .halves, tied: true)
+        let i = ck.tensors.firstIndex { $0.name == "blk.1.attn_k.weight" }!
+        ck.tensors[i].shape = [ck.tensors[i].shape[1], ck.tensors[i].shape[0]]   // transposed
+        XCTAssertThrowsError(try LlamaModel(checkpoint: ck)) { e in
+            guard case .badShape(let name, _, _)? = e as? LlamaModelError else { return XCTFail("\(e)") }
+            XCTAssertEqual(name, "blk.1.attn_k.weight")
+        }
     }
 }

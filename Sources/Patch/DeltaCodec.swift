@@ -1,0 +1,318 @@
+// The delta encodings of the .lftfpatch format (Formats/lftfpatch.md, "Encodings").
+// Every encoding works on one chunk of a tensor at a time and is exact: decoding
+// forward (from the base bytes) gives the patched bytes, and decoding in reverse (from the
+// patched bytes) gives the base bytes, bit for bit.
+import Foundation
+import ModelFormats
+
+public enum DeltaEncoding: String, Codable, CaseIterable, Sendable {
+    /// The target bytes themselves, zstd-compressed; needs no source. Used when dtypes differ.
+    case zstd
+    /// base XOR patched, bytes of each element grouped by significance, zstd-compressed.
+    case xorPlanes = "xor-planes"
+    /// BF16/F16/F32: integer difference of the bit patterns, zigzag-coded, range-coded in the
+    /// context of the base element's exponent.
+    case floatDiff = "float-diff"
+    /// Q4_0/Q4_1/Q8_0: f16 block scales as zigzag bit-pattern differences (byte planes),
+    /// quants as wrapping differences (one byte per nibble for Q4), zstd-compressed.
+    case quantDiff = "quant-diff"
+
+    /// Whether the encoding derives the target from a source tensor of the same dtype.
+    public var needsSource: Bool { self != .zstd }
+}
+
+/// Float layouts `float-diff` supports: element width in bits, exponent field position and size.
+struct FloatLayout {
+    let width: Int
+    let expShift: UInt32
+    let expMask: UInt32
+    init?(_ d: DType) {
+        switch d {
+        case .bf16: width = 16; expShift = 7; expMask = 0xFF
+        case .f16: width = 16; expShift = 10; expMask = 0x1F
+        case .f32: width = 32; expShift = 23; expMask = 0xFF
+        default: return nil
+        }
+    }
+    var contexts: Int { Int(expMask) + 1 }
+}
+
+/// Quant blocks `quant-diff` supports: f16 header fields, then quants.
+struct QuantLayout {
+    let halfs: Int        // f16 fields at the start of each block
+    let quantBytes: Int   // bytes of quants after them
+    let nibbles: Bool     // 4-bit quants (two per byte) or int8
+    init?(_ d: DType) {
+        switch d {
+        case .q4_0: halfs = 1; quantBytes = 16; nibbles = true
+        case .q4_1: halfs = 2; quantBytes = 16; nibbles = true
+        case .q8_0: halfs = 1; quantBytes = 32; nibbles = false
+        default: return nil
+        }
+    }
+    var blockBytes: Int { halfs * 2 + quantBytes }
+}
+
+enum DeltaCodec {
+    static let zstdLevel: Int32 = 19
+
+    /// Encodings worth trying for a tensor that keeps `dtype` (smallest wins), or [.zstd] when
+    /// the dtype or shape changes.
+    static func candidates(base: DType, patched: DType, sameShape: Bool) -> [DeltaEncoding] {
+        guard base == patched, sameShape else { return [.zstd] }
+        // float-diff beats xor-planes by ~2x on every fine-tune measured (BENCHMARKS.md), and
+        // compressing xor planes at level 19 costs seconds: floats try float-diff only.
+        if FloatLayout(base) != nil { return [.floatDiff] }
+        if QuantLayout(base) != nil { return [.quantDiff, .xorPlanes] }
+        return [.xorPlanes]
+    }
+
+    static func supports(_ e: DeltaEncoding, _ d: DType) -> Bool {
+        switch e {
+        case .zstd, .xorPlanes: return true
+        case .floatDiff: return FloatLayout(d) != nil
+        case .quantDiff: return QuantLayout(d) != nil
+        }
+    }
+
+    // MARK: Encode
+
+    /// One frame: `target` given `source` (same dtype and length; nil for `.zstd`).
+    static func encode(_ e: DeltaEncoding, dtype: DType, source: UnsafeRawBufferPointer?,
+                       target: UnsafeRawBufferPointer, level: Int32 = zstdLevel) throws -> [UInt8] {
+        switch e {
+        case .zstd:
+            return try Zstd.compress(target, level: level)
+        case .xorPlanes:
+            let w = dtype.isQuantized ? 1 : dtype.blockBytes
+            var planes = [UInt8](repeating: 0, count: target.count)
+            let n = target.count / w
+            let s = source!
+            planes.withUnsafeMutableBytes { o in
+                for i in 0..<n {
+                    for k in 0..<w { o[k * n + i] = s[i * w + k] ^ target[i * w + k] }
+                }
+            }
+            return try Zstd.compress(planes, level: level)
+        case .floatDiff:
+            return encodeFloat(FloatLayout(dtype)!, base: source!, patched: target)
+        case .quantDiff:
+            return try encodeQuant(QuantLayout(dtype)!, base: source!, patched: target, level: level)
+        }
+    }
+
+    // MARK: Decode
+
+    /// Decodes one frame into `out` (the chunk's bytes). `source` is the base chunk
+    /// (forward) or the patched chunk (`reverse`); unused by `.zstd`.
+    static func decode(_ e: DeltaEncoding, dtype: DType, frame: UnsafeRawBufferPointer,
+                       source: UnsafeRawBufferPointer?, into out: UnsafeMutableRawBufferPointer,
+                       reverse: Bool, tensor: String) throws {
+        switch e {
+        case .zstd:
+            try Zstd.decompress(frame, into: out, expected: out.count, tensor: tensor)
+        case .xorPlanes:
+            let w = dtype.isQuantized ? 1 : dtype.blockBytes
+            let n = out.count / w
+            let planes = try Zstd.decompress(frame, expected: out.count, tensor: tensor)
+            let s = source!
+            planes.withUnsafeBytes { p in
+                for i in 0..<n {
+                    for k in 0..<w { out[i * w + k] = s[i * w + k] ^ p[k * n + i] }
+                }
+            }
+        case .floatDiff:
+            try decodeFloat(FloatLayout(dtype)!, frame: frame, source: source!, into: out, reverse: reverse, tensor: tensor)
+        case .quantDiff:
+            try decodeQuant(QuantLayout(dtype)!, frame: frame, source: source!, into: out, reverse: reverse, tensor: tensor)
+        }
+    }
+
+    // MARK: float-diff
+
+    // Per element, in order:
+    //   crossing bit   (one model): exponent(patched) != exponent(base)
+    //   if crossing:   zigzag(exponent(patched) - exponent(base)) - 1, number context `contexts`
+    //   zigzag(patched - base), bit patterns as W-bit integers, number context exponent(base)
+    // The crossing record lets the reverse decoder, which holds the patched element, find the
+    // base exponent and so the context, before it knows the difference.
+
+    @inline(__always) private static func zigzag(_ d: Int32) -> UInt32 { UInt32(bitPattern: (d << 1) ^ (d >> 31)) }
+    @inline(__always) private static func unzigzag(_ z: UInt32) -> Int32 { Int32(bitPattern: z >> 1) ^ -Int32(bitPattern: z & 1) }
+
+    /// Signed W-bit difference a - b of two bit patterns.
+    @inline(__always) private static func diff(_ a: UInt32, _ b: UInt32, _ w: Int) -> Int32 {
+        w == 16 ? Int32(Int16(truncatingIfNeeded: a &- b)) : Int32(bitPattern: a &- b)
+    }
+
+    static func encodeFloat(_ L: FloatLayout, base: UnsafeRawBufferPointer, patched: UnsafeRawBufferPointer) -> [UInt8] {
+        aligned(base, L.width / 8) { b in aligned(patched, L.width / 8) { p in
+            L.width == 16 ? encodeFloat(L, b, p, UInt16.self) : encodeFloat(L, b, p, UInt32.self)
+        } }
+    }
+
+    /// `body` on `buf`, or on an aligned copy of it when it does not start at a multiple of `alignment`.
+    static func aligned<R>(_ buf: UnsafeRawBufferPointer, _ alignment: Int, _ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        if buf.count == 0 || Int(bitPattern: buf.baseAddress) % alignment == 0 { return try body(buf) }
+        return try Array(buf).withUnsafeBytes { try body($0) }
+    }
+
+    private static func encodeFloat<T: FixedWidthInteger & UnsignedInteger>(
+        _ L: FloatLayout, _ base: UnsafeRawBufferPointer, _ patched: UnsafeRawBufferPointer, _: T.Type) -> [UInt8] {
+        let n = patched.count / MemoryLayout<T>.size
+        let count = 1 + (L.contexts + 1) * NumberModel.size
+        let m = UnsafeMutablePointer<UInt16>.allocate(capacity: count)
+        defer { m.deallocate() }
+        m.initialize(repeating: 1024, count: count)
+        let crossM = m, expM = m + 1 + L.contexts * NumberModel.size
+        var rc = RangeEncoder(reserve: patched.count / 8)
+        let bp = base.baseAddress!.assumingMemoryBound(to: T.self)
+        let pp = patched.baseAddress!.assumingMemoryBound(to: T.self)
+        let shift = L.expShift, mask = L.expMask
+        for i in 0..<n {
+            let b = T(littleEndian: bp[i]), p = T(littleEndian: pp[i])
+            let eb = (UInt32(b) >> shift) & mask, ep = (UInt32(p) >> shift) & mask
+            rc.encode(eb != ep, crossM)
+            if eb != ep { NumberModel.encode(zigzag(Int32(ep) - Int32(eb)) - 1, expM, &rc) }
+            // zigzag of the signed T-bit difference
+            let d = p &- b
+            let neg = d >> (T.bitWidth - 1)
+            let z = (d << 1) ^ (0 &- neg)
+            NumberModel.encode(UInt32(z), m + 1 + Int(eb) * NumberModel.size, &rc)
+        }
+        return rc.finish()
+    }
+
+    static func decodeFloat(_ L: FloatLayout, frame: UnsafeRawBufferPointer, source: UnsafeRawBufferPointer,
+                            into out: UnsafeMutableRawBufferPointer, reverse: Bool, tensor: String) throws {
+        guard out.count == 0 || Int(bitPattern: out.baseAddress) % (L.width / 8) == 0 else {
+            var tmp = [UInt8](repeating: 0, count: out.count)
+            try tmp.withUnsafeMutableBytes { try decodeFloat(L, frame: frame, source: source, into: $0, reverse: reverse, tensor: tensor) }
+            tmp.withUnsafeBytes { out.copyMemory(from: $0) }
+            return
+        }
+        let ok = aligned(source, L.width / 8) { s in
+            L.width == 16 ? decodeFloat(L, frame, s, out, reverse, UInt16.self) : decodeFloat(L, frame, s, out, reverse, UInt32.self)
+        }
+        guard ok else { throw PatchError.corruptFrame(tensor: tensor, detail: "float-diff stream does not decode") }
+    }
+
+    private static func decodeFloat<T: FixedWidthInteger & UnsignedInteger>(
+        _ L: FloatLayout, _ frame: UnsafeRawBufferPointer, _ source: UnsafeRawBufferPointer,
+        _ out: UnsafeMutableRawBufferPointer, _ reverse: Bool, _: T.Type) -> Bool {
+        let n = out.count / MemoryLayout<T>.size
+        guard var rc = RangeDecoder(frame) else { return false }
+        let count = 1 + (L.contexts + 1) * NumberModel.size
+        let m = UnsafeMutablePointer<UInt16>.allocate(capacity: count)
+        defer { m.deallocate() }
+        m.initialize(repeating: 1024, count: count)
+        let crossM = m, expM = m + 1 + L.contexts * NumberModel.size
+        let sp = source.baseAddress!.assumingMemoryBound(to: T.self)
+        let op = out.baseAddress!.assumingMemoryBound(to: T.self)
+        let shift = L.expShift, mask = L.expMask, contexts = Int32(L.contexts)
+        for i in 0..<n {
+            let s = T(littleEndian: sp[i])
+            let es = Int32((UInt32(s) >> shift) & mask)
+            var dExp: Int32 = 0          // exponent(patched) - exponent(base)
+            if rc.decode(crossM) { dExp = unzigzag(NumberModel.decode(expM, &rc) &+ 1) }
+            let eb = reverse ? es - dExp : es
+            guard eb >= 0, eb < contexts else { return false }
+            let z = NumberModel.decode(m + 1 + Int(eb) * NumberModel.size, &rc)
+            guard z <= UInt32(T.max) else { return false }
+            let zt = T(z)
+            let d = (zt >> 1) ^ (0 &- (zt & 1))
+            let t = reverse ? s &- d : s &+ d
+            // The other element's exponent must be what the crossing record says.
+            let et = Int32((UInt32(t) >> shift) & mask)
+            guard (reverse ? es - et : et - es) == dExp else { return false }
+            op[i] = t.littleEndian
+        }
+        return rc.finishedExactly
+    }
+
+    // MARK: quant-diff
+
+    // Frame = zstd( halfs plane 0 | halfs plane 1 | quant differences ), where for nb blocks:
+    //   halfs: nb × halfs zigzag(patched - base) of the f16 bit patterns, low bytes then high bytes;
+    //   Q4: nb × 32 bytes, one per nibble in storage order (low nibble, then high), each the
+    //       4-bit wrapping difference zigzag-coded (0...15);
+    //   Q8_0: nb × 32 bytes, the 8-bit wrapping difference zigzag-coded.
+
+    static func encodeQuant(_ L: QuantLayout, base: UnsafeRawBufferPointer, patched: UnsafeRawBufferPointer, level: Int32) throws -> [UInt8] {
+        let nb = patched.count / L.blockBytes
+        let hn = nb * L.halfs
+        let qn = nb * (L.nibbles ? L.quantBytes * 2 : L.quantBytes)
+        var s = [UInt8](repeating: 0, count: 2 * hn + qn)
+        s.withUnsafeMutableBytes { o in
+            var q = 2 * hn
+            for blk in 0..<nb {
+                let off = blk * L.blockBytes
+                for h in 0..<L.halfs {
+                    let b = UInt32(base.load(fromByteOffset: off + 2 * h, as: UInt16.self).littleEndian)
+                    let p = UInt32(patched.load(fromByteOffset: off + 2 * h, as: UInt16.self).littleEndian)
+                    let z = zigzag(diff(p, b, 16))
+                    o[blk * L.halfs + h] = UInt8(z & 0xFF)
+                    o[hn + blk * L.halfs + h] = UInt8(z >> 8)
+                }
+                for j in 0..<L.quantBytes {
+                    let b = base[off + 2 * L.halfs + j], p = patched[off + 2 * L.halfs + j]
+                    if L.nibbles {
+                        o[q] = zz4((p & 15) &- (b & 15)); o[q + 1] = zz4((p >> 4) &- (b >> 4)); q += 2
+                    } else {
+                        o[q] = zz8(p &- b); q += 1
+                    }
+                }
+            }
+        }
+        return try Zstd.compress(s, level: level)
+    }
+
+    static func decodeQuant(_ L: QuantLayout, frame: UnsafeRawBufferPointer, source: UnsafeRawBufferPointer,
+                            into out: UnsafeMutableRawBufferPointer, reverse: Bool, tensor: String) throws {
+        let nb = out.count / L.blockBytes
+        let hn = nb * L.halfs
+        let qn = nb * (L.nibbles ? L.quantBytes * 2 : L.quantBytes)
+        let s = try Zstd.decompress(frame, expected: 2 * hn + qn, tensor: tensor)
+        var bad = false
+        s.withUnsafeBytes { d in
+            var q = 2 * hn
+            for blk in 0..<nb {
+                let off = blk * L.blockBytes
+                for h in 0..<L.halfs {
+                    let src = source.load(fromByteOffset: off + 2 * h, as: UInt16.self).littleEndian
+                    let z = UInt32(d[blk * L.halfs + h]) | UInt32(d[hn + blk * L.halfs + h]) << 8
+                    let delta = UInt16(truncatingIfNeeded: unzigzag(z))
+                    let t = reverse ? src &- delta : src &+ delta
+                    out.storeBytes(of: t.littleEndian, toByteOffset: off + 2 * h, as: UInt16.self)
+                }
+                for j in 0..<L.quantBytes {
+                    let src = source[off + 2 * L.halfs + j]
+                    if L.nibbles {
+                        let lo = d[q], hi = d[q + 1]; q += 2
+                        if lo > 15 || hi > 15 { bad = true }
+                        let dl = unzz(lo), dh = unzz(hi)
+                        let tl = (reverse ? (src & 15) &- dl : (src & 15) &+ dl) & 15
+                        let th = (reverse ? (src >> 4) &- dh : (src >> 4) &+ dh) & 15
+                        out[off + 2 * L.halfs + j] = tl | (th << 4)
+                    } else {
+                        let dd = unzz(d[q]); q += 1
+                        out[off + 2 * L.halfs + j] = reverse ? src &- dd : src &+ dd
+                    }
+                }
+            }
+        }
+        if bad { throw PatchError.corruptFrame(tensor: tensor, detail: "nibble difference out of range") }
+    }
+
+    /// 4-bit wrapping difference (low nibble of `d`) → zigzag 0...15.
+    @inline(__always) private static func zz4(_ d: UInt8) -> UInt8 {
+        let v = Int8(bitPattern: (d & 15) << 4) >> 4            // sign-extend 4 bits
+        return UInt8(bitPattern: (v << 1) ^ (v >> 7)) & 15
+    }
+    @inline(__always) private static func zz8(_ d: UInt8) -> UInt8 {
+        let v = Int8(bitPattern: d)
+        return UInt8(bitPattern: (v << 1) ^ (v >> 7))
+    }
+    /// Inverse of zz4/zz8 as a wrapping difference.
+    @inline(__always) private static func unzz(_ z: UInt8) -> UInt8 { (z >> 1) ^ (0 &- (z & 1)) }
+}

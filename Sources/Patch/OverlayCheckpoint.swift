@@ -1,0 +1,105 @@
+// The base checkpoint with a patch's tensors decoded in memory: for `eval --patch`, and for
+// scoring a patch as stored without writing anything. Untouched tensors are the base's own
+// mapped bytes.
+import Foundation
+import ModelFormats
+
+public final class OverlayCheckpoint: Checkpoint {
+    public let base: Checkpoint
+    public let patch: PatchFile
+    public let tensors: [TensorInfo]
+    private var decoded: [String: [UInt8]] = [:]
+    private let index: [String: Int]
+
+    /// Checks that every touched tensor of `base` is the patch's base (else throws the same
+    /// errors as apply), then decodes the patched tensors.
+    public init(base: Checkpoint, patch: PatchFile) throws {
+        self.base = base
+        self.patch = patch
+        let items = try PatchApplier.items(patch, base)
+        let shas = try PatchApplier.hashRegions(items)
+        try PatchApplier.refuse(items, zip(items, shas).map { PatchApplier.classify($0.0, sha: $0.1) }, shas, revert: false)
+        for it in items {
+            decoded[it.entry.name] = try PatchApplier.decodeInMemory(patch, it)
+        }
+        var ts = base.tensors
+        for i in ts.indices {
+            if let e = items.first(where: { $0.entry.name == ts[i].name })?.entry {
+                ts[i].dtype = e.patched.dtype
+                ts[i].shape = e.patched.shape
+                ts[i].byteCount = e.patched.byteCount!
+            }
+        }
+        tensors = ts
+        index = Dictionary(uniqueKeysWithValues: ts.enumerated().map { ($1.name, $0) })
+    }
+
+    public var format: CheckpointFormat { base.format }
+    public var location: URL { base.location }
+    public var files: [URL] { base.files }
+    public var config: ModelConfig { base.config }
+    public func name(for role: TensorRole) -> String { base.name(for: role) }
+    public func tensorInfo(named name: String) -> TensorInfo? { index[name].map { tensors[$0] } }
+    /// Names of the tensors the patch replaced.
+    public var patchedNames: [String] { patch.manifest.tensors.map(\.name) }
+
+    public func rawBytes(_ tensor: TensorInfo) throws -> UnsafeRawBufferPointer {
+        guard let d = decoded[tensor.name] else {
+            guard let b = base.tensorInfo(named: tensor.name) else { throw PatchError.missingTensor(tensor.name) }
+            return try base.rawBytes(b)
+        }
+        // Stable storage: the dictionary is never mutated after init.
+        return d.withUnsafeBytes { UnsafeRawBufferPointer(start: $0.baseAddress, count: $0.count) }
+    }
+
+    public func floats(_ tensor: TensorInfo) throws -> [Float] {
+        guard decoded[tensor.name] != nil, let t = tensorInfo(named: tensor.name) else {
+            guard let b = base.tensorInfo(named: tensor.name) else { throw PatchError.missingTensor(tensor.name) }
+            return try base.floats(b)
+        }
+        let raw = try rawBytes(t)
+        let n = t.elementCount
+        switch t.dtype {
+        case .f32:
+            return (0..<n).map { Float(bitPattern: raw.load(fromByteOffset: 4 * $0, as: UInt32.self).littleEndian) }
+        case .bf16:
+            return (0..<n).map { Float(bitPattern: UInt32(raw.load(fromByteOffset: 2 * $0, as: UInt16.self).littleEndian) << 16) }
+        case .f16:
+            return (0..<n).map { Float(Float16(bitPattern: raw.load(fromByteOffset: 2 * $0, as: UInt16.self).littleEndian)) }
+        default:
+            throw PatchError.unsupported("dequantizing \(t.dtype.rawValue) in an overlay is not supported")
+        }
+    }
+}
+
+extension PatchApplier {
+    /// The patched bytes of one tensor, decoded from the base's bytes in memory.
+    static func decodeInMemory(_ patch: PatchFile, _ it: Item) throws -> [UInt8] {
+        let e = it.entry
+        let src = try FileDescriptor(it.file.path, flags: O_RDONLY)
+        let n = ModelFormats.elementCount(e.patched.shape)!
+        var out = [UInt8](repeating: 0, count: e.patched.byteCount!)
+        guard let enc = DeltaEncoding(rawValue: e.forward.encoding) else {
+            throw PatchError.unsupportedEncoding(tensor: e.name, encoding: e.forward.encoding)
+        }
+        for i in 0..<e.forward.frameSizes.count {
+            let (frame, first, count) = try patch.frame(e.forward, i, elements: n)
+            let tLo = e.patched.dtype.byteCount(elements: first)!, tLen = e.patched.dtype.byteCount(elements: count)!
+            let s: [UInt8]? = enc.needsSource ? try src.read(count: e.base.dtype.byteCount(elements: count)!,
+                                                             at: it.info.offset + e.base.dtype.byteCount(elements: first)!) : nil
+            try frame.withUnsafeBytes { f in try out.withUnsafeMutableBytes { o in
+                let part = UnsafeMutableRawBufferPointer(rebasing: o[tLo..<(tLo + tLen)])
+                if let s {
+                    try s.withUnsafeBytes { try DeltaCodec.decode(enc, dtype: e.patched.dtype, frame: f, source: $0, into: part, reverse: false, tensor: e.name) }
+                } else {
+                    try DeltaCodec.decode(enc, dtype: e.patched.dtype, frame: f, source: nil, into: part, reverse: false, tensor: e.name)
+                }
+            } }
+        }
+        let got = out.withUnsafeBytes { sha256Hex($0) }
+        guard got == e.patched.sha256 else {
+            throw PatchError.corruptFrame(tensor: e.name, detail: "decoded tensor has SHA-256 \(got.prefix(16))…, expected \(e.patched.sha256.prefix(16))…")
+        }
+        return out
+    }
+}

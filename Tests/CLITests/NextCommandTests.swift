@@ -1,0 +1,119 @@
+import Foundation
+import XCTest
+import TestSupport
+
+// `lftf-patch next` run as a user runs it, on the sample model, against the "exact" reference
+// figures in ../shared/reference/smollm2-135m-q4_1.json (tokenizer + engine end to end).
+
+private struct Reference: Decodable {
+    struct Top: Decodable { var id: Int; var token: String; var p: Double; var logit: Double }
+    struct Exact: Decodable { var p_he: Double; var p_she: Double; var top5: [Top] }
+    struct Prompt: Decodable { var prompt: String; var token_ids: [Int]; var exact: Exact }
+    var prompts: [Prompt]
+}
+
+private struct NextOutput: Decodable {
+    struct Top: Decodable { var id: Int; var token: String; var p: Double; var logit: Double }
+    var token_ids: [Int]
+    var top: [Top]
+    var words: [String: Double]
+}
+
+final class NextCommandTests: XCTestCase {
+    private func reference() throws -> Reference {
+        let candidates = [sharedDirectory, repositoryRoot.deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("shared")]
+        for d in candidates {
+            let u = d.appendingPathComponent("reference/smollm2-135m-q4_1.json")
+            if FileManager.default.fileExists(atPath: u.path) { return try JSONDecoder().decode(Reference.self, from: Data(contentsOf: u)) }
+        }
+        if ProcessInfo.processInfo.environment["CI"] != nil { XCTFail("reference not found next to the checkout") }
+        throw XCTSkip("reference smollm2-135m-q4_1.json not found")
+    }
+
+    private func binary() throws -> URL {
+        var dirs: [URL] = []
+        if let exe = Bundle.main.executableURL { dirs.append(exe.deletingLastPathComponent()) }
+        for b in Bundle.allBundles { dirs.append(b.bundleURL.deletingLastPathComponent()) }
+        dirs += [repositoryRoot.appendingPathComponent(".build/release"), repositoryRoot.appendingPathComponent(".build/debug")]
+        for d in dirs {
+            let u = d.appendingPathComponent("lftf-patch")
+            if FileManager.default.isExecutableFile(atPath: u.path) { return u }
+        }
+        throw XCTSkip("lftf-patch binary not built")
+    }
+
+    private func run(_ args: [String]) throws -> (status: Int32, out: String, err: String) {
+        let p = Process()
+        p.executableURL = try binary()
+        p.arguments = args
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out; p.standardError = err
+        try p.run()
+        let o = out.fileHandleForReading.readDataToEndOfFile()
+        let e = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+    }
+
+    private func check(_ o: NextOutput, _ r: Reference.Prompt, file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertEqual(o.token_ids, r.token_ids, "token ids of '\(r.prompt)'", file: file, line: line)
+        XCTAssertEqual(o.top.map(\.id), r.exact.top5.map(\.id), "top-5 of '\(r.prompt)'", file: file, line: line)
+        XCTAssertEqual(o.top.map(\.token), r.exact.top5.map(\.token), file: file, line: line)
+        for (a, b) in zip(o.top, r.exact.top5) {
+            XCTAssertEqual(a.p, b.p, accuracy: 1e-3, file: file, line: line)
+            XCTAssertEqual(a.logit, b.logit, accuracy: 1e-2, file: file, line: line)
+        }
+        XCTAssertEqual(o.words[" he"] ?? -1, r.exact.p_he, accuracy: 1e-3, file: file, line: line)
+        XCTAssertEqual(o.words[" she"] ?? -1, r.exact.p_she, accuracy: 1e-3, file: file, line: line)
+    }
+
+    func testOnePromptJSON() throws {
+        let model = try requireSampleModel()
+        let ref = try reference()
+        let r = try run(["next", model.path, ref.prompts[0].prompt, "--top", "5", "--word", " he", "--word", " she", "--json"])
+        XCTAssertEqual(r.status, 0, r.err)
+        let o = try JSONDecoder().decode(NextOutput.self, from: Data(r.out.utf8))
+        check(o, ref.prompts[0])
+    }
+
+    func testPromptsFileOneJSONObjectPerLine() throws {
+        let model = try requireSampleModel()
+        let ref = try reference()
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("next-prompts-\(getpid()).txt")
+        try (ref.prompts.map(\.prompt).joined(separator: "\n") + "\n").write(to: file, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(at: file) }
+        let r = try run(["next", model.path, "--prompts", file.path, "--word", " he", "--word", " she", "--json"])
+        XCTAssertEqual(r.status, 0, r.err)
+        let lines = r.out.split(separator: "\n")
+        XCTAssertEqual(lines.count, ref.prompts.count)
+        for (l, p) in zip(lines, ref.prompts) {
+            check(try JSONDecoder().decode(NextOutput.self, from: Data(l.utf8)), p)
+        }
+    }
+
+    func testTextOutput() throws {
+        let model = try requireSampleModel()
+        let r = try run(["next", model.path, "The nurse smiled because", "--word", " he"])
+        XCTAssertEqual(r.status, 0, r.err)
+        XCTAssertTrue(r.out.contains("token ids: 504 12996 18628 975"), r.out)
+        XCTAssertTrue(r.out.contains("\" she\""), r.out)
+        XCTAssertTrue(r.out.contains("P(\" he\") = 0.09"), r.out)
+    }
+
+    func testMultiTokenWordFailsNamingTokens() throws {
+        let model = try requireSampleModel()
+        let r = try run(["next", model.path, "The nurse smiled because", "--word", " lifeguard"])
+        XCTAssertEqual(r.status, 2)
+        XCTAssertTrue(r.out.isEmpty)
+        XCTAssertTrue(r.err.contains("lifeguard"), r.err)
+        XCTAssertTrue(r.err.contains("life") && r.err.contains("guard"), r.err)
+    }
+
+    func testNeedsPromptOrFile() throws {
+        let model = try requireSampleModel()
+        XCTAssertEqual(try run(["next", model.path]).status, 2)
+        XCTAssertEqual(try run(["next", model.path, "x", "--prompts", "/nonexistent"]).status, 2)
+        XCTAssertEqual(try run(["next", model.path, "--prompts", "/nonexistent/file"]).status, 2)
+        XCTAssertEqual(try run(["next", "/nonexistent/model.gguf", "hello"]).status, 2)
+    }
+}
