@@ -63,7 +63,7 @@ enum CreateError: Error, CustomStringConvertible {
         case .outputExists(let p): return "\(p) exists: pass --force to overwrite it"
         case .changeVanished(let d, let detail):
             return "the fine-tune's change vanishes when its tensors are rounded to \(d.rawValue) (\(detail)): store them at a higher precision (--stored-dtype f32) or train with a larger --lr"
-        case .unsupportedStoredDType(let s): return "--stored-dtype \(s) is not supported: use native, f32, f16, bf16 or q8_0"
+        case .unsupportedStoredDType(let s): return "--stored-dtype \(s) is not supported: use native, f32, f16, bf16, q8_0, q4_1 or q4_0"
         case .notAnHFOrGGUF(let p): return "\(p) is neither a GGUF file nor an HF model directory"
         }
     }
@@ -163,7 +163,7 @@ struct CreateCommand: ParsableCommand {
     @Option(help: "Split the stored scores are measured on.")
     var evalSplit: Split = .test
 
-    @Option(help: "Stored dtype of the patched tensors: native (the base's for float checkpoints, f16 for quantized GGUF), f32, f16, bf16 or q8_0.")
+    @Option(help: "Stored dtype of the patched tensors: native (the base's for float checkpoints, f16 for quantized GGUF), f32, f16, bf16, q8_0, q4_1 or q4_0.")
     var storedDtype: String = "native"
 
     @Flag(help: "Also score the fp32 weights in memory, to show what rounding to the stored dtype costs.")
@@ -374,13 +374,15 @@ struct CreateCommand: ParsableCommand {
         case "f16": return .f16
         case "bf16": return .bf16
         case "q8_0": return .q8_0
+        case "q4_1": return .q4_1
+        case "q4_0": return .q4_0
         default: throw CreateError.unsupportedStoredDType(storedDtype)
         }
     }
 }
 
 enum CreateDefaults {
-    static let balanceLR = 3e-4
+    static let balanceLR = 5e-4
     static let hintWeight = 1.0
     static let klWeight = 1.0
     static let sumWeight = 0.1
