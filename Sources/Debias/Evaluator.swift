@@ -103,15 +103,19 @@ public struct Evaluator {
         }
     }
 
-    /// Runs `model` over the prompts. Sequences are sorted by length into batches (similar
-    /// lengths together), results are returned in prompt order. `progress(done, total)` after each batch.
+    /// Runs `model` over the prompts, `batchSize` sequences per call in lexicographic order of
+    /// their tokens; results are returned in prompt order. `progress(done, total)` after each batch.
     public func run(_ model: NextTokenModel, prompts: [EvalPrompt], tokens: [[Int]],
                     progress: ((Int, Int) -> Void)? = nil) throws -> EvalRun {
         precondition(prompts.count == tokens.count)
         let V = model.vocabularySize
         for t in [he, she] where t < 0 || t >= V { throw EvaluationError.tokenOutOfRange(token: t, vocabularySize: V) }
         for seq in tokens { for t in seq where t < 0 || t >= V { throw EvaluationError.tokenOutOfRange(token: t, vocabularySize: V) } }
-        let order = tokens.indices.sorted { (tokens[$0].count, $0) < (tokens[$1].count, $1) }
+        // Lexicographic order of the token sequences: prompts sharing a prefix land in the same
+        // call, where a prefix-sharing model (PrefixSharingModel) computes the prefix once.
+        let order = tokens.indices.sorted {
+            tokens[$0] == tokens[$1] ? $0 < $1 : tokens[$0].lexicographicallyPrecedes(tokens[$1])
+        }
         var probs = [PronounProbabilities](repeating: .init(he: 0, she: 0), count: prompts.count)
         var neutral: [Int: [Float]] = [:]
         var done = 0

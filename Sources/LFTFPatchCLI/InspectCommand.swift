@@ -68,10 +68,10 @@ struct InspectCommand: ParsableCommand {
         out += "location      \(r.location)\n"
         for (i, f) in r.files.enumerated() { out += "file \(i)        \(f.path) (\(humanBytes(f.bytes)))\n" }
         out += "architecture  \(c.architecture), \(c.numLayers) blocks, hidden \(c.hiddenSize), FFN \(c.intermediateSize)\n"
-        out += "attention     \(c.numHeads) heads, \(c.numKVHeads) KV heads, head dim \(c.headDim), rope theta \(c.ropeTheta) (\(c.ropeStyle.rawValue))"
+        out += "attention     \(c.numHeads) heads, \(c.numKVHeads) KV heads, head dim \(c.headDim), rope theta \(String(format: "%g", c.ropeTheta)) (\(c.ropeStyle.rawValue))"
         if let s = c.ropeScaling { out += ", scaling \(s.type) ×\(s.factor)" }
         out += "\n"
-        out += "vocab         \(c.vocabSize), rms eps \(c.rmsNormEps), tied embeddings \(c.tieWordEmbeddings ? "yes" : "no"), max positions \(c.maxPositions)\n"
+        out += "vocab         \(c.vocabSize), rms eps \(String(format: "%g", c.rmsNormEps)), tied embeddings \(c.tieWordEmbeddings ? "yes" : "no"), max positions \(c.maxPositions)\n"
         out += "\n"
         let nameWidth = max(4, r.tensors.map(\.name.count).max() ?? 0)
         func pad(_ s: String, _ w: Int) -> String { s.count >= w ? s : s + String(repeating: " ", count: w - s.count) }

@@ -14,7 +14,8 @@ struct SynthCommand: ParsableCommand {
         """)
 
     enum Preset: String, ExpressibleByArgument, CaseIterable { case tiny, _7b = "7b" }
-    enum OutDType: String, ExpressibleByArgument, CaseIterable { case f32, bf16, f16 }
+    enum OutDType: String, ExpressibleByArgument, CaseIterable { case f32, bf16, f16, q8_0, q4_0, q4_1 }
+    enum Format: String, ExpressibleByArgument, CaseIterable { case safetensors, gguf }
 
     @Option(help: "tiny or 7b.")
     var preset: Preset = .tiny
@@ -25,8 +26,11 @@ struct SynthCommand: ParsableCommand {
     @Option(help: "Seed: the same seed writes the same bytes.")
     var seed: UInt64 = 1
 
-    @Option(help: "Element type for --preset tiny: f32, bf16 or f16 (7b is always bf16).")
+    @Option(help: "Element type for --preset tiny: f32, bf16, f16 (and q8_0, q4_0, q4_1 for gguf); 7b is always bf16.")
     var dtype: OutDType = .f32
+
+    @Option(help: "safetensors (an HF directory) or gguf (a single file; --preset tiny only).")
+    var format: Format = .safetensors
 
     @Option(name: .customLong("shard-size"), help: "Shard at this size (e.g. 5GB, 64KB).")
     var shardSize: String?
@@ -37,6 +41,10 @@ struct SynthCommand: ParsableCommand {
     func validate() throws {
         if let s = shardSize, parseByteSize(s) == nil { throw ValidationError("--shard-size \"\(s)\" is not a size") }
         if let l = layers, l < 1 || l > 512 { throw ValidationError("--layers must be between 1 and 512") }
+        if format == .gguf && preset != .tiny { throw ValidationError("--format gguf is only for --preset tiny") }
+        if format == .safetensors && ![.f32, .bf16, .f16].contains(dtype) {
+            throw ValidationError("--dtype \(dtype.rawValue) is a GGUF quant type; safetensors takes f32, bf16 or f16")
+        }
     }
 
     func run() throws {
@@ -45,7 +53,11 @@ struct SynthCommand: ParsableCommand {
         let shard = shardSize.flatMap(parseByteSize)
         switch preset {
         case .tiny:
-            let dt: DType = dtype == .bf16 ? .bf16 : dtype == .f16 ? .f16 : .f32
+            let dt = DType(rawValue: dtype.rawValue.uppercased())!
+            if format == .gguf {
+                try SyntheticModel.writeGGUF(to: out, config: SyntheticModel.tinyConfig(layers: layers ?? 2), seed: seed, dtype: dt)
+                break
+            }
             try SyntheticModel.writeHF(to: out, config: SyntheticModel.tinyConfig(layers: layers ?? 2), seed: seed,
                                        dtype: dt, maxShardBytes: shard)
         case ._7b:

@@ -39,8 +39,7 @@ public func dequantize(_ src: UnsafeRawBufferPointer, dtype: DType, count: Int, 
     let nb = count / dtype.blockElements
     switch dtype {
     case .f32: dst.update(from: s.assumingMemoryBound(to: Float.self), count: count) // x86 tolerates unaligned
-    case .f16: halfTable.withUnsafeBufferPointer { t in
-        for i in 0..<count { dst[i] = t[Int(s.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))] } }
+    case .f16: for i in 0..<count { dst[i] = halfToFloatFast(s.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)) }
     case .bf16: for i in 0..<count { dst[i] = bf16ToFloat(s.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)) }
     case .f64: for i in 0..<count { dst[i] = Float(s.loadUnaligned(fromByteOffset: 8 * i, as: Double.self)) }
     case .f8e4m3: for i in 0..<count { dst[i] = f8e4m3ToFloat(s.load(fromByteOffset: i, as: UInt8.self)) }
@@ -59,8 +58,8 @@ public func dequantize(_ src: UnsafeRawBufferPointer, dtype: DType, count: Int, 
             switch dtype {
             case .q4_0: dequantQ4_0(s, dst, nb, h)
             case .q4_1: dequantQ4_1(s, dst, nb, h)
-            case .q5_0: dequantQ5_0(s, dst, nb, h)
-            case .q5_1: dequantQ5_1(s, dst, nb, h)
+            case .q5_0: q5HighBits.withUnsafeBufferPointer { dequantQ5_0(s, dst, nb, h, $0.baseAddress!) }
+            case .q5_1: q5HighBits.withUnsafeBufferPointer { dequantQ5_1(s, dst, nb, h, $0.baseAddress!) }
             case .q8_0: dequantQ8_0(s, dst, nb, h)
             case .q2_K: dequantQ2_K(s, dst, nb, h)
             case .q3_K: dequantQ3_K(s, dst, nb, h)
@@ -76,9 +75,26 @@ public func dequantize(_ src: UnsafeRawBufferPointer, dtype: DType, count: Int, 
 
 /// Dequantizes into a new array.
 public func dequantize(_ src: UnsafeRawBufferPointer, dtype: DType, count: Int) throws -> [Float] {
-    var out = [Float](repeating: 0, count: max(0, count))
-    try out.withUnsafeMutableBufferPointer { try dequantize(src, dtype: dtype, count: count, into: $0.baseAddress!) }
-    return out
+    guard count > 0 else {
+        try dequantize(src, dtype: dtype, count: count, into: UnsafeMutablePointer<Float>(bitPattern: 16)!)
+        return []
+    }
+    // Uninitialized storage: dequantize writes every element, so no zero-fill pass.
+    return try [Float](unsafeUninitializedCapacity: count) { buf, n in
+        try dequantize(src, dtype: dtype, count: count, into: buf.baseAddress!)
+        n = count
+    }
+}
+
+/// Branch-free half → float that vectorizes: rebias the exponent with integer adds (twice for
+/// inf/NaN), and convert subnormals as mantissa × 2^-24 (no subnormal float arithmetic).
+@inline(__always) func halfToFloatFast(_ h: UInt16) -> Float {
+    let e = h & 0x7c00
+    var bits = (UInt32(h & 0x7fff) &<< 13) &+ 0x3800_0000
+    if e == 0x7c00 { bits = bits &+ 0x3800_0000 }
+    var f = Float(bitPattern: bits)
+    if e == 0 { f = Float(Int32(h & 0x3ff)) * 0x1p-24 }
+    return Float(bitPattern: f.bitPattern | (UInt32(h & 0x8000) &<< 16))
 }
 
 @inline(__always) private func u8(_ p: UnsafeRawPointer, _ o: Int) -> UInt8 { p.load(fromByteOffset: o, as: UInt8.self) }
@@ -114,36 +130,48 @@ private func dequantQ4_1(_ s: UnsafeRawPointer, _ y: UnsafeMutablePointer<Float>
     }
 }
 
+/// For each byte value, 8 bytes holding 16 where the corresponding bit is set (bit k → byte k).
+/// Spreading qh through this table keeps the Q5 loops free of per-lane variable shifts.
+let q5HighBits: [UInt64] = (0..<256).map { (b: Int) -> UInt64 in
+    var v: UInt64 = 0
+    for k in 0..<8 where (b >> k) & 1 == 1 { v |= UInt64(16) << UInt64(8 * k) }
+    return v
+}
+
+@inline(__always)
+private func withQ5High<R>(_ p: UnsafeRawPointer, _ at: Int, _ tab: UnsafePointer<UInt64>, _ body: (UnsafeRawBufferPointer) -> R) -> R {
+    var hb = (tab[Int(u8(p, at))], tab[Int(u8(p, at + 1))], tab[Int(u8(p, at + 2))], tab[Int(u8(p, at + 3))])
+    return withUnsafeBytes(of: &hb) { body($0) }
+}
+
 // block_q5_0 { ggml_half d; uint8_t qh[4]; uint8_t qs[16]; }  (22 bytes)
-//   bit j of qh is the 5th bit of y[j], bit j+16 that of y[j+16]; y = (q5 - 16) * d
-private func dequantQ5_0(_ s: UnsafeRawPointer, _ y: UnsafeMutablePointer<Float>, _ nb: Int, _ t: UnsafePointer<Float>) {
+//   bit j of qh (u32 little-endian) is the 5th bit of y[j], bit j+16 that of y[j+16]; y = (q5 - 16) * d
+private func dequantQ5_0(_ s: UnsafeRawPointer, _ y: UnsafeMutablePointer<Float>, _ nb: Int, _ t: UnsafePointer<Float>, _ tab: UnsafePointer<UInt64>) {
     for b in 0..<nb {
         let p = s + b * 22, o = y + b * 32
         let d = f16(p, 0, t)
-        let qh = p.loadUnaligned(fromByteOffset: 2, as: UInt32.self).littleEndian
-        for j in 0..<16 {
-            let q = u8(p, 6 + j)
-            let h0 = ((qh >> UInt32(j)) << 4) & 0x10
-            let h1 = (qh >> UInt32(j + 12)) & 0x10
-            o[j] = Float(Int32(UInt32(q & 0xF) | h0) - 16) * d
-            o[j + 16] = Float(Int32(UInt32(q >> 4) | h1) - 16) * d
+        withQ5High(p, 2, tab) { hb in
+            for j in 0..<16 {
+                let q = u8(p, 6 + j)
+                o[j] = Float(Int32((q & 0xF) | hb[j]) - 16) * d
+                o[j + 16] = Float(Int32((q &>> 4) | hb[j + 16]) - 16) * d
+            }
         }
     }
 }
 
 // block_q5_1 { ggml_half d; ggml_half m; uint8_t qh[4]; uint8_t qs[16]; }  (24 bytes)
 //   y = q5 * d + m
-private func dequantQ5_1(_ s: UnsafeRawPointer, _ y: UnsafeMutablePointer<Float>, _ nb: Int, _ t: UnsafePointer<Float>) {
+private func dequantQ5_1(_ s: UnsafeRawPointer, _ y: UnsafeMutablePointer<Float>, _ nb: Int, _ t: UnsafePointer<Float>, _ tab: UnsafePointer<UInt64>) {
     for b in 0..<nb {
         let p = s + b * 24, o = y + b * 32
         let d = f16(p, 0, t), m = f16(p, 2, t)
-        let qh = p.loadUnaligned(fromByteOffset: 4, as: UInt32.self).littleEndian
-        for j in 0..<16 {
-            let q = u8(p, 8 + j)
-            let h0 = ((qh >> UInt32(j)) << 4) & 0x10
-            let h1 = (qh >> UInt32(j + 12)) & 0x10
-            o[j] = Float(UInt32(q & 0xF) | h0) * d + m
-            o[j + 16] = Float(UInt32(q >> 4) | h1) * d + m
+        withQ5High(p, 4, tab) { hb in
+            for j in 0..<16 {
+                let q = u8(p, 8 + j)
+                o[j] = Float((q & 0xF) | hb[j]) * d + m
+                o[j + 16] = Float((q &>> 4) | hb[j + 16]) * d + m
+            }
         }
     }
 }
@@ -187,38 +215,27 @@ private func dequantQ2_K(_ s: UnsafeRawPointer, _ y: UnsafeMutablePointer<Float>
 //   16 six-bit scales packed in 12 bytes (low 4 bits in bytes 0-7, high 2 bits in bytes 8-11),
 //   stored with +32 bias; a weight is (2 low bits from qs) - (hmask bit set ? 0 : 4).
 private func dequantQ3_K(_ s: UnsafeRawPointer, _ y: UnsafeMutablePointer<Float>, _ nb: Int, _ t: UnsafePointer<Float>) {
-    let kmask1: UInt32 = 0x0303_0303, kmask2: UInt32 = 0x0f0f_0f0f
     for b in 0..<nb {
         let p = s + b * 110
-        var o = y + b * 256
         let dAll = f16(p, 108, t)
-        let a0 = p.loadUnaligned(fromByteOffset: 96, as: UInt32.self).littleEndian
-        let a1 = p.loadUnaligned(fromByteOffset: 100, as: UInt32.self).littleEndian
-        let tmp = p.loadUnaligned(fromByteOffset: 104, as: UInt32.self).littleEndian
-        let aux: (UInt32, UInt32, UInt32, UInt32) = (
-            (a0 & kmask2) | (((tmp >> 0) & kmask1) << 4),
-            (a1 & kmask2) | (((tmp >> 2) & kmask1) << 4),
-            ((a0 >> 4) & kmask2) | (((tmp >> 4) & kmask1) << 4),
-            ((a1 >> 4) & kmask2) | (((tmp >> 6) & kmask1) << 4))
-        var scales = [Int8](repeating: 0, count: 16)
-        withUnsafeBytes(of: aux) { ab in for k in 0..<16 { scales[k] = Int8(bitPattern: ab[k]) } }
-        var isc = 0
-        var m: UInt8 = 1
         for n in 0..<2 {
             let q = 32 + 32 * n
-            var shift: UInt8 = 0
-            for _ in 0..<4 {
+            for j in 0..<4 {
+                let shift = UInt8(2 * j), m = UInt8(1) &<< UInt8(4 * n + j)
                 for half in 0..<2 {
-                    let dl = dAll * Float(Int32(scales[isc]) - 32); isc += 1
+                    // Scale k = 8n + 2j + half, 6 bits: k = 4g + i has its low nibble in byte
+                    // (g % 2) * 4 + i (high nibble when g >= 2) and bits 4-5 in byte 8 + i at bit 2g.
+                    let k = 8 * n + 2 * j + half, g = k / 4, i = k % 4
+                    let lo = (u8(p, 96 + (g % 2) * 4 + i) &>> UInt8(g >= 2 ? 4 : 0)) & 0xF
+                    let hi = (u8(p, 104 + i) &>> UInt8(2 * g)) & 3
+                    let dl = dAll * Float(Int32(lo | hi &<< 4) - 32)
+                    let o = y + b * 256 + 128 * n + 32 * j + 16 * half
                     for l in 0..<16 {
-                        let lo = Int32((u8(p, q + 16 * half + l) >> shift) & 3)
-                        let hi: Int32 = (u8(p, 16 * half + l) & m) != 0 ? 0 : 4
-                        o[l] = dl * Float(lo - hi)
+                        let low = Int32((u8(p, q + 16 * half + l) &>> shift) & 3)
+                        let high: Int32 = (u8(p, 16 * half + l) & m) != 0 ? 0 : 4
+                        o[l] = dl * Float(low - high)
                     }
-                    o += 16
                 }
-                shift += 2
-                m <<= 1
             }
         }
     }
@@ -286,19 +303,18 @@ private func dequantQ6_K(_ s: UnsafeRawPointer, _ y: UnsafeMutablePointer<Float>
         let p = s + b * 210
         let d = f16(p, 208, t)
         for n in 0..<2 {
-            let o = y + b * 256 + 128 * n
-            let ql = 64 * n, qh = 128 + 32 * n, sc = 192 + 8 * n
-            for l in 0..<32 {
-                let isc = l / 16
-                let h = u8(p, qh + l)
-                let q1 = Int32((u8(p, ql + l) & 0xF) | (((h >> 0) & 3) << 4)) - 32
-                let q2 = Int32((u8(p, ql + l + 32) & 0xF) | (((h >> 2) & 3) << 4)) - 32
-                let q3 = Int32((u8(p, ql + l) >> 4) | (((h >> 4) & 3) << 4)) - 32
-                let q4 = Int32((u8(p, ql + l + 32) >> 4) | (((h >> 6) & 3) << 4)) - 32
-                o[l] = d * Float(p.load(fromByteOffset: sc + isc, as: Int8.self)) * Float(q1)
-                o[l + 32] = d * Float(p.load(fromByteOffset: sc + isc + 2, as: Int8.self)) * Float(q2)
-                o[l + 64] = d * Float(p.load(fromByteOffset: sc + isc + 4, as: Int8.self)) * Float(q3)
-                o[l + 96] = d * Float(p.load(fromByteOffset: sc + isc + 6, as: Int8.self)) * Float(q4)
+            let ql = 64 * n, qh = 128 + 32 * n
+            for k in 0..<4 {
+                let lshift = UInt8(4 * (k / 2)), hshift = UInt8(2 * k), lo = ql + 32 * (k % 2)
+                for half in 0..<2 {
+                    // ggml: d * sc[is] * q, evaluated left to right.
+                    let dl = d * Float(p.load(fromByteOffset: 192 + 8 * n + 2 * k + half, as: Int8.self))
+                    let o = y + b * 256 + 128 * n + 32 * k
+                    for l in (16 * half)..<(16 * half + 16) {
+                        let q = ((u8(p, lo + l) &>> lshift) & 0xF) | (((u8(p, qh + l) &>> hshift) & 3) &<< 4)
+                        o[l] = dl * Float(Int32(q) - 32)
+                    }
+                }
             }
         }
     }

@@ -127,6 +127,62 @@ public enum SyntheticModel {
         }
     }
 
+    /// Writes the same model as a llama.cpp-style GGUF (v3): `<arch>.*` hyperparameters, the
+    /// vocabulary as `tokenizer.ggml.*`, tensors in `dtype` (F32, F16, BF16, Q8_0, Q4_0, Q4_1)
+    /// with Q/K rows permuted as llama.cpp does for Llama (adjacent-pair RoPE). Opening it
+    /// gives `ropeStyle == .adjacentPairs`; un-permuting Q/K gives back `values(...)`.
+    public static func writeGGUF(to url: URL, config c: ModelConfig, seed: UInt64, dtype: DType = .f32,
+                                 vocabulary v: GGUFVocabulary = tinyVocabulary) throws {
+        let a = c.architecture
+        var meta: [GGUFKeyValue] = [
+            .init(key: "general.architecture", value: .string(a)),
+            .init(key: "general.name", value: .string("synthetic-\(seed)")),
+            .init(key: "\(a).block_count", value: .uint32(UInt32(c.numLayers))),
+            .init(key: "\(a).context_length", value: .uint32(UInt32(c.maxPositions))),
+            .init(key: "\(a).embedding_length", value: .uint32(UInt32(c.hiddenSize))),
+            .init(key: "\(a).feed_forward_length", value: .uint32(UInt32(c.intermediateSize))),
+            .init(key: "\(a).attention.head_count", value: .uint32(UInt32(c.numHeads))),
+            .init(key: "\(a).attention.head_count_kv", value: .uint32(UInt32(c.numKVHeads))),
+            .init(key: "\(a).attention.key_length", value: .uint32(UInt32(c.headDim))),
+            .init(key: "\(a).attention.value_length", value: .uint32(UInt32(c.headDim))),
+            .init(key: "\(a).rope.dimension_count", value: .uint32(UInt32(c.headDim))),
+            .init(key: "\(a).rope.freq_base", value: .float32(Float(c.ropeTheta))),
+            .init(key: "\(a).attention.layer_norm_rms_epsilon", value: .float32(Float(c.rmsNormEps))),
+            .init(key: "\(a).vocab_size", value: .uint32(UInt32(v.tokens.count))),
+            .init(key: "tokenizer.ggml.model", value: .string(v.model)),
+        ]
+        if let p = v.pre { meta.append(.init(key: "tokenizer.ggml.pre", value: .string(p))) }
+        meta.append(.init(key: "tokenizer.ggml.tokens", value: .array(.string, v.tokens.map(GGUFValue.string))))
+        meta.append(.init(key: "tokenizer.ggml.token_type", value: .array(.int32, v.tokenTypes.map { .int32(Int32($0)) })))
+        meta.append(.init(key: "tokenizer.ggml.merges", value: .array(.string, v.merges.map(GGUFValue.string))))
+        if let b = v.bosTokenId { meta.append(.init(key: "tokenizer.ggml.bos_token_id", value: .uint32(UInt32(b)))) }
+        if let e = v.eosTokenId { meta.append(.init(key: "tokenizer.ggml.eos_token_id", value: .uint32(UInt32(e)))) }
+        meta.append(.init(key: "tokenizer.ggml.add_bos_token", value: .bool(v.addBOS)))
+
+        let specs = tensorSpecs(c)
+        // llama.cpp order: token_embd, then blocks, then output_norm / output; norms stay F32.
+        func storedType(_ s: ModelTensorSpec) -> DType {
+            switch s.role {
+            case .attnNorm, .ffnNorm, .outputNorm, .qBias, .kBias, .vBias: return .f32
+            default: return dtype
+            }
+        }
+        let descs = try specs.map { try GGUFTensorDescriptor(name: TensorNames.gguf($0.role), dtype: storedType($0), shape: $0.shape) }
+        let w = try GGUFStreamWriter(url: url, metadata: meta, tensors: descs)
+        for (i, s) in specs.enumerated() {
+            var v = values(seed: seed, index: i, spec: s)
+            if a != "qwen2" {
+                switch s.role {
+                case .q, .qBias: v = try QKPermutation.hfToGGUF(v, rows: s.shape[0], heads: c.numHeads)
+                case .k, .kBias: v = try QKPermutation.hfToGGUF(v, rows: s.shape[0], heads: c.numKVHeads)
+                default: break
+                }
+            }
+            try w.write(try quantize(v, to: storedType(s)))
+        }
+        try w.finish()
+    }
+
     /// Floats → little-endian bytes of a float dtype (F32, F16, BF16).
     public static func encode(_ v: [Float], as dtype: DType) -> [UInt8] {
         switch dtype {

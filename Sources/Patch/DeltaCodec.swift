@@ -13,8 +13,8 @@ public enum DeltaEncoding: String, Codable, CaseIterable, Sendable {
     /// BF16/F16/F32: integer difference of the bit patterns, zigzag-coded, range-coded in the
     /// context of the base element's exponent.
     case floatDiff = "float-diff"
-    /// Q4_0/Q4_1/Q8_0: f16 block scales as zigzag bit-pattern differences (byte planes),
-    /// quants as wrapping differences (one byte per nibble for Q4), zstd-compressed.
+    /// Q4_0/Q4_1/Q8_0: f16 block scales as zigzag bit-pattern differences, quants as wrapping
+    /// differences, range-coded in the context of whether the block's scales changed.
     case quantDiff = "quant-diff"
 
     /// Whether the encoding derives the target from a source tensor of the same dtype.
@@ -60,10 +60,11 @@ enum DeltaCodec {
     /// the dtype or shape changes.
     static func candidates(base: DType, patched: DType, sameShape: Bool) -> [DeltaEncoding] {
         guard base == patched, sameShape else { return [.zstd] }
-        // float-diff beats xor-planes by ~2x on every fine-tune measured (BENCHMARKS.md), and
-        // compressing xor planes at level 19 costs seconds: floats try float-diff only.
+        // float-diff and quant-diff beat xor-planes by ~2x on every fine-tune measured
+        // (BENCHMARKS.md), and compressing xor planes at level 19 costs seconds: those dtypes
+        // try their own encoding only.
         if FloatLayout(base) != nil { return [.floatDiff] }
-        if QuantLayout(base) != nil { return [.quantDiff, .xorPlanes] }
+        if QuantLayout(base) != nil { return [.quantDiff] }
         return [.xorPlanes]
     }
 
@@ -232,76 +233,115 @@ enum DeltaCodec {
 
     // MARK: quant-diff
 
-    // Frame = zstd( halfs plane 0 | halfs plane 1 | quant differences ), where for nb blocks:
-    //   halfs: nb × halfs zigzag(patched - base) of the f16 bit patterns, low bytes then high bytes;
-    //   Q4: nb × 32 bytes, one per nibble in storage order (low nibble, then high), each the
-    //       4-bit wrapping difference zigzag-coded (0...15);
-    //   Q8_0: nb × 32 bytes, the 8-bit wrapping difference zigzag-coded.
+    // Range-coded, per block in order (contexts depend only on decoded differences, so the
+    // same frame decodes forward and in reverse):
+    //   for each f16 field h:  number zigzag((p - b) mod 2^16 as int16),
+    //                          context 0 for h = 0, else 1 + min(previous field's number, 3)
+    //   c = 1 if any field changed, else 0
+    //   bit: any quant of the block changed (model `flags + c`); if so, for each quant
+    //   (Q4: nibbles in storage order, low then high; Q8_0: bytes):
+    //       number zz (4- or 8-bit wrapping difference, zigzag-coded),
+    //       context 5 + 2c + (previous quant of the block changed ? 1 : 0)
+
+    static let quantContexts = 9
 
     static func encodeQuant(_ L: QuantLayout, base: UnsafeRawBufferPointer, patched: UnsafeRawBufferPointer, level: Int32) throws -> [UInt8] {
         let nb = patched.count / L.blockBytes
-        let hn = nb * L.halfs
-        let qn = nb * (L.nibbles ? L.quantBytes * 2 : L.quantBytes)
-        var s = [UInt8](repeating: 0, count: 2 * hn + qn)
-        s.withUnsafeMutableBytes { o in
-            var q = 2 * hn
-            for blk in 0..<nb {
-                let off = blk * L.blockBytes
-                for h in 0..<L.halfs {
-                    let b = UInt32(base.load(fromByteOffset: off + 2 * h, as: UInt16.self).littleEndian)
-                    let p = UInt32(patched.load(fromByteOffset: off + 2 * h, as: UInt16.self).littleEndian)
-                    let z = zigzag(diff(p, b, 16))
-                    o[blk * L.halfs + h] = UInt8(z & 0xFF)
-                    o[hn + blk * L.halfs + h] = UInt8(z >> 8)
-                }
-                for j in 0..<L.quantBytes {
-                    let b = base[off + 2 * L.halfs + j], p = patched[off + 2 * L.halfs + j]
-                    if L.nibbles {
-                        o[q] = zz4((p & 15) &- (b & 15)); o[q + 1] = zz4((p >> 4) &- (b >> 4)); q += 2
-                    } else {
-                        o[q] = zz8(p &- b); q += 1
-                    }
+        let count = quantContexts * NumberModel.size + 2
+        let m = UnsafeMutablePointer<UInt16>.allocate(capacity: count)
+        defer { m.deallocate() }
+        m.initialize(repeating: 1024, count: count)
+        var rc = RangeEncoder(reserve: patched.count / 16)
+        let flags = m + quantContexts * NumberModel.size
+        for blk in 0..<nb {
+            let off = blk * L.blockBytes
+            var c = 0, ctx = 0
+            for h in 0..<L.halfs {
+                let b = UInt32(base.loadUnaligned(fromByteOffset: off + 2 * h, as: UInt16.self).littleEndian)
+                let p = UInt32(patched.loadUnaligned(fromByteOffset: off + 2 * h, as: UInt16.self).littleEndian)
+                let z = zigzag(diff(p, b, 16)) & 0xFFFF
+                if z != 0 { c = 1 }
+                NumberModel.encode(z, m + ctx * NumberModel.size, &rc)
+                ctx = 1 + Int(min(z, 3))
+            }
+            var any = false
+            for j in 0..<L.quantBytes where base[off + 2 * L.halfs + j] != patched[off + 2 * L.halfs + j] { any = true; break }
+            rc.encode(any, flags + c)
+            if !any { continue }
+            var prev = 0
+            for j in 0..<L.quantBytes {
+                let b = base[off + 2 * L.halfs + j], p = patched[off + 2 * L.halfs + j]
+                if L.nibbles {
+                    let lo = zz4((p & 15) &- (b & 15)), hi = zz4((p >> 4) &- (b >> 4))
+                    NumberModel.encode(UInt32(lo), m + (5 + 2 * c + prev) * NumberModel.size, &rc)
+                    prev = lo != 0 ? 1 : 0
+                    NumberModel.encode(UInt32(hi), m + (5 + 2 * c + prev) * NumberModel.size, &rc)
+                    prev = hi != 0 ? 1 : 0
+                } else {
+                    let z = zz8(p &- b)
+                    NumberModel.encode(UInt32(z), m + (5 + 2 * c + prev) * NumberModel.size, &rc)
+                    prev = z != 0 ? 1 : 0
                 }
             }
         }
-        return try Zstd.compress(s, level: level)
+        return rc.finish()
     }
 
     static func decodeQuant(_ L: QuantLayout, frame: UnsafeRawBufferPointer, source: UnsafeRawBufferPointer,
                             into out: UnsafeMutableRawBufferPointer, reverse: Bool, tensor: String) throws {
         let nb = out.count / L.blockBytes
-        let hn = nb * L.halfs
-        let qn = nb * (L.nibbles ? L.quantBytes * 2 : L.quantBytes)
-        let s = try Zstd.decompress(frame, expected: 2 * hn + qn, tensor: tensor)
+        guard var rc = RangeDecoder(frame) else { throw PatchError.corruptFrame(tensor: tensor, detail: "short range-coded frame") }
+        let count = quantContexts * NumberModel.size + 2
+        let m = UnsafeMutablePointer<UInt16>.allocate(capacity: count)
+        defer { m.deallocate() }
+        m.initialize(repeating: 1024, count: count)
+        let limit: UInt32 = L.nibbles ? 15 : 255
         var bad = false
-        s.withUnsafeBytes { d in
-            var q = 2 * hn
-            for blk in 0..<nb {
-                let off = blk * L.blockBytes
-                for h in 0..<L.halfs {
-                    let src = source.load(fromByteOffset: off + 2 * h, as: UInt16.self).littleEndian
-                    let z = UInt32(d[blk * L.halfs + h]) | UInt32(d[hn + blk * L.halfs + h]) << 8
-                    let delta = UInt16(truncatingIfNeeded: unzigzag(z))
-                    let t = reverse ? src &- delta : src &+ delta
-                    out.storeBytes(of: t.littleEndian, toByteOffset: off + 2 * h, as: UInt16.self)
-                }
-                for j in 0..<L.quantBytes {
-                    let src = source[off + 2 * L.halfs + j]
-                    if L.nibbles {
-                        let lo = d[q], hi = d[q + 1]; q += 2
-                        if lo > 15 || hi > 15 { bad = true }
-                        let dl = unzz(lo), dh = unzz(hi)
-                        let tl = (reverse ? (src & 15) &- dl : (src & 15) &+ dl) & 15
-                        let th = (reverse ? (src >> 4) &- dh : (src >> 4) &+ dh) & 15
-                        out[off + 2 * L.halfs + j] = tl | (th << 4)
-                    } else {
-                        let dd = unzz(d[q]); q += 1
-                        out[off + 2 * L.halfs + j] = reverse ? src &- dd : src &+ dd
-                    }
+        let flags = m + quantContexts * NumberModel.size
+        for blk in 0..<nb where !bad {
+            let off = blk * L.blockBytes
+            var c = 0, ctx = 0
+            for h in 0..<L.halfs {
+                let src = source.loadUnaligned(fromByteOffset: off + 2 * h, as: UInt16.self).littleEndian
+                let z = NumberModel.decode(m + ctx * NumberModel.size, &rc)
+                if z > 0xFFFF { bad = true }
+                if z != 0 { c = 1 }
+                ctx = 1 + Int(min(z, 3))
+                let delta = UInt16(truncatingIfNeeded: unzigzag(z))
+                let t = reverse ? src &- delta : src &+ delta
+                out.storeBytes(of: t.littleEndian, toByteOffset: off + 2 * h, as: UInt16.self)
+            }
+            let q0 = off + 2 * L.halfs
+            if !rc.decode(flags + c) {
+                for j in 0..<L.quantBytes { out[q0 + j] = source[q0 + j] }
+                continue
+            }
+            var prev = 0, changed = false
+            for j in 0..<L.quantBytes {
+                let src = source[q0 + j]
+                if L.nibbles {
+                    let lo = NumberModel.decode(m + (5 + 2 * c + prev) * NumberModel.size, &rc)
+                    prev = lo != 0 ? 1 : 0
+                    let hi = NumberModel.decode(m + (5 + 2 * c + prev) * NumberModel.size, &rc)
+                    prev = hi != 0 ? 1 : 0
+                    if lo > limit || hi > limit { bad = true }
+                    if lo | hi != 0 { changed = true }
+                    let dl = unzz(UInt8(truncatingIfNeeded: lo)), dh = unzz(UInt8(truncatingIfNeeded: hi))
+                    let tl = (reverse ? (src & 15) &- dl : (src & 15) &+ dl) & 15
+                    let th = (reverse ? (src >> 4) &- dh : (src >> 4) &+ dh) & 15
+                    out[q0 + j] = tl | (th << 4)
+                } else {
+                    let z = NumberModel.decode(m + (5 + 2 * c + prev) * NumberModel.size, &rc)
+                    prev = z != 0 ? 1 : 0
+                    if z > limit { bad = true }
+                    if z != 0 { changed = true }
+                    let dd = unzz(UInt8(truncatingIfNeeded: z))
+                    out[q0 + j] = reverse ? src &- dd : src &+ dd
                 }
             }
+            if !changed { bad = true }   // the flag said some quant changed
         }
-        if bad { throw PatchError.corruptFrame(tensor: tensor, detail: "nibble difference out of range") }
+        guard !bad, rc.finishedExactly else { throw PatchError.corruptFrame(tensor: tensor, detail: "quant-diff stream does not decode") }
     }
 
     /// 4-bit wrapping difference (low nibble of `d`) → zigzag 0...15.

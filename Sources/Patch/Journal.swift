@@ -174,3 +174,16 @@ public final class CheckpointLock {
         try fd.lockExclusive()
     }
 }
+
+public enum PatchRecovery {
+    /// Finishes or rolls back an interrupted apply/revert on the checkpoint at `location`
+    /// (taking its lock). Every command that reads a checkpoint should call this before opening
+    /// it; without a journal it costs one `access()`.
+    @discardableResult
+    public static func recover(_ location: URL) throws -> Journal.Outcome {
+        guard FileIO.exists(Journal.url(for: location)) else { return .clean }
+        let lock = try CheckpointLock(location)
+        defer { withExtendedLifetime(lock) {} }
+        return try Journal.recover(location: location)
+    }
+}

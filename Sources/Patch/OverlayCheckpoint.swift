@@ -57,18 +57,7 @@ public final class OverlayCheckpoint: Checkpoint {
             guard let b = base.tensorInfo(named: tensor.name) else { throw PatchError.missingTensor(tensor.name) }
             return try base.floats(b)
         }
-        let raw = try rawBytes(t)
-        let n = t.elementCount
-        switch t.dtype {
-        case .f32:
-            return (0..<n).map { Float(bitPattern: raw.load(fromByteOffset: 4 * $0, as: UInt32.self).littleEndian) }
-        case .bf16:
-            return (0..<n).map { Float(bitPattern: UInt32(raw.load(fromByteOffset: 2 * $0, as: UInt16.self).littleEndian) << 16) }
-        case .f16:
-            return (0..<n).map { Float(Float16(bitPattern: raw.load(fromByteOffset: 2 * $0, as: UInt16.self).littleEndian)) }
-        default:
-            throw PatchError.unsupported("dequantizing \(t.dtype.rawValue) in an overlay is not supported")
-        }
+        return try dequantize(try rawBytes(t), dtype: t.dtype, count: t.elementCount)
     }
 }
 

@@ -6,11 +6,13 @@
 // - Forward writes its outputs first, then takes inputs, then sizes; it saves what backward needs.
 // - Backward ADDS into its gradients (+=). The caller zeroes them, once.
 // - Pointers may not alias unless a function says so.
+// - Release builds are -Ounchecked: sizes and positions are the caller's to get right.
+// - Results do not depend on the thread count (each output is written by one thread, in order).
 //
-import Foundation
+// SIGNATURES ARE THE CONTRACT between the engine, the backward pass and the tests; change them
+// only additively. Kernels live in OpsKernels.swift and Vector.swift; sgemm in BLAS.swift.
 
-// SIGNATURES ARE THE CONTRACT between the engine, the backward pass and the tests.
-// Bodies marked TODO are being written; keep the signatures stable.
+import Foundation
 
 /// A packed batch: sequences laid end to end. Token t of sequence s is row `offsets[s] + t`;
 /// its RoPE position is t. Attention never crosses sequences.

@@ -83,6 +83,12 @@ func ropeApply(_ x: UnsafeMutablePointer<Float>, positions: UnsafePointer<Int32>
         i += 8
     }
     var s = acc.sum()
+    if i + 4 <= n {  // attention rows are short: one 4-wide step before the scalar tail
+        let e = exp4(UnsafeRawPointer(x + i).loadUnaligned(as: F4.self) - F4(repeating: shift))
+        UnsafeMutableRawPointer(o + i).storeBytes(of: e, as: F4.self)
+        s += e.sum()
+        i += 4
+    }
     while i < n { let e = exp1(x[i] - shift); o[i] = e; s += e; i += 1 }
     return s
 }

@@ -109,7 +109,7 @@ typealias F4 = SIMD4<Float>
 
 /// Scalar e^x with the same polynomial as `exp8` (so tails agree with vector lanes).
 @inline(__always) func exp1(_ x: Float) -> Float {
-    exp8(F8(repeating: x))[0]
+    exp4(F4(repeating: x))[0]
 }
 
 // MARK: - threads

@@ -12,11 +12,11 @@ import ModelFormats
 extension BPETokenizer {
     /// Builds the tokenizer from GGUF metadata (`GGUFCheckpoint.metadata`).
     public convenience init(ggufMetadata md: [String: GGUFValue]) throws {
-        try self.init(spec: GGUFVocabulary.spec(md))
+        try self.init(spec: GGUFTokenizerMetadata.spec(md))
     }
 }
 
-enum GGUFVocabulary {
+enum GGUFTokenizerMetadata {
     static func string(_ md: [String: GGUFValue], _ key: String) throws -> String? {
         guard let v = md[key] else { return nil }
         guard let s = v.stringValue else { throw TokenizerError.badMetadata(key: key, expected: "a string") }

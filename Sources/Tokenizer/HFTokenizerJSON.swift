@@ -176,7 +176,7 @@ enum HFTokenizerJSON {
         // Merges: "a b" strings (older files) or ["a", "b"] pairs (tokenizers >= 0.20).
         var merges: [(String, String)] = []
         for m in model["merges"] as? [Any] ?? [] {
-            if let s = m as? String { merges.append(GGUFVocabulary.splitMerge(s)) }
+            if let s = m as? String { merges.append(GGUFTokenizerMetadata.splitMerge(s)) }
             else if let p = m as? [String], p.count == 2 { merges.append((p[0], p[1])) }
             else { throw TokenizerError.badTokenizerJSON(path: path, reason: "model.merges entry \(m) is neither \"a b\" nor [a, b]") }
         }

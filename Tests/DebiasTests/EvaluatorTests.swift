@@ -42,8 +42,8 @@ final class EvaluatorTests: XCTestCase {
         // AFGB = (0.1 + 0.1)/2; UB = −1·(0.2 − 0.3) = 0.1
         XCTAssertEqual(run.scores.afgb!, 0.1, accuracy: 1e-6)
         XCTAssertEqual(run.scores.ub!, 0.1, accuracy: 1e-6)
-        // Batches of 2, shortest sequences first: lengths 1, 2 | 2, 4
-        XCTAssertEqual(model.calls.map { $0.map(\.count) }, [[1, 2], [2, 4]])
+        // Batches of 2 in lexicographic token order: [0] "a", [2, 0] "x a" | [2, 2, 2, 3], [3, 3]
+        XCTAssertEqual(model.calls, [[[0], [2, 0]], [[2, 2, 2, 3], [3, 3]]])
         // Only the neutral prompt keeps its distribution: log(0.4, 0.3, 0.2, 0.1)
         XCTAssertEqual(Array(run.neutralLogProbabilities.keys), [3])
         for (a, b) in zip(run.neutralLogProbabilities[3]!, [0.4, 0.3, 0.2, 0.1].map { Float(log($0)) }) { XCTAssertEqual(a, b, accuracy: 1e-6) }

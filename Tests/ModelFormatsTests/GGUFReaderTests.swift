@@ -169,4 +169,31 @@ final class GGUFReaderTests: XCTestCase {
         XCTAssertEqual(f["nested"], .array(.array, [.array(.uint32, [.uint32(5)]), .array(.string, [.string("x"), .string("é")])]))
         XCTAssertEqual(f["scalars"], .array(.float64, [.float64(2.5)]))
     }
+
+    /// 3000 seeded random corruptions (byte flips, overwritten u64s, cuts) of a valid file: each
+    /// either parses to a self-consistent file or throws a GGUFError; nothing crashes.
+    func testRandomCorruptionsNeverCrash() {
+        let base = GGUFBytes.valid()
+        var s: UInt64 = 12345
+        func rnd(_ n: Int) -> Int { s = s &* 6364136223846793005 &+ 1442695040888963407; return Int((s >> 33) % UInt64(n)) }
+        var parsed = 0, failed = 0
+        for _ in 0..<3000 {
+            var b = base
+            switch rnd(3) {
+            case 0: for _ in 0..<(1 + rnd(4)) { b[rnd(b.count)] ^= UInt8(1 + rnd(255)) }
+            case 1:
+                let at = rnd(b.count - 8)
+                let v: UInt64 = [0, 1, 31, 33, UInt64.max, 1 << 63, 1 << 32, UInt64(rnd(1 << 20))][rnd(8)]
+                b.replaceSubrange(at..<(at + 8), with: withUnsafeBytes(of: v.littleEndian) { Array($0) })
+            default: b = Array(b[0..<rnd(b.count)])
+            }
+            do {
+                let f = try parseGGUF(b)
+                for t in f.tensors { XCTAssertLessThanOrEqual(f.dataOffset + Int(t.offset) + t.byteCount, b.count) }
+                parsed += 1
+            } catch is GGUFError { failed += 1 } catch { XCTFail("non-GGUF error \(error)") }
+        }
+        XCTAssertGreaterThan(failed, 1000)
+        XCTAssertEqual(parsed + failed, 3000)
+    }
 }

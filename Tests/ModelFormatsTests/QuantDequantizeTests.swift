@@ -213,4 +213,38 @@ final class QuantDequantizeTests: XCTestCase {
             XCTAssertEqual($0 as? QuantError, .sourceTooSmall(dtype: .q4_1, count: 64, needed: 40, available: 20))
         }
     }
+
+    struct BlocksRef: Decodable { struct T: Decodable { var bytes: String; var values: [Double] }; var source: String; var types: [String: T] }
+
+    /// Seeded random blocks of every quant type against gguf-py's dequantize (a second, independent
+    /// implementation). Float op order can differ from ggml's, so allow 1e-6 relative.
+    func testRandomBlocksMatchGGUFPy() throws {
+        let ref = try JSONDecoder().decode(BlocksRef.self, from: Data(contentsOf: fixtureURL("dequant_blocks_reference.json")))
+        XCTAssertEqual(ref.types.count, 10)
+        for (name, t) in ref.types.sorted(by: { $0.key < $1.key }) {
+            let dtype = try XCTUnwrap(DType(rawValue: name))
+            var bytes: [UInt8] = []
+            var it = t.bytes.makeIterator()
+            while let a = it.next(), let b = it.next() { bytes.append(UInt8(String([a, b]), radix: 16)!) }
+            let got = try deq(bytes, dtype)
+            XCTAssertEqual(got.count, t.values.count, name)
+            var maxRel = 0.0
+            for (g, w) in zip(got, t.values) { maxRel = max(maxRel, abs(Double(g) - w) / max(1e-3, abs(w))) }
+            XCTAssertLessThanOrEqual(maxRel, 1e-6, "\(name): max relative diff \(maxRel) vs gguf-py")
+        }
+    }
+
+    /// The vectorizable F16 path equals the exact scalar conversion on all 65536 halves (bit for bit,
+    /// NaN payloads included), and the scalar one matches Swift's Float16 on every non-NaN.
+    func testF16AllValues() throws {
+        let src = (0...0xFFFF).map { UInt16($0) }
+        let fast = try src.withUnsafeBytes { try dequantize($0, dtype: .f16, count: src.count) }
+        for h in src {
+            XCTAssertEqual(fast[Int(h)].bitPattern, halfToFloat(h).bitPattern, "half 0x\(String(h, radix: 16))")
+            #if !(os(macOS) && arch(x86_64))
+            let ref = Float(Float16(bitPattern: h))
+            if !ref.isNaN { XCTAssertEqual(halfToFloat(h).bitPattern, ref.bitPattern) }
+            #endif
+        }
+    }
 }

@@ -59,26 +59,24 @@ final class DeltaCodecTests: XCTestCase {
         } } })
     }
 
-    /// Measures the encodings on a real block (set LFTF_MEASURE_BF16=base.bin:patched.bin).
+    /// Measures the encodings on a real block: LFTF_MEASURE=DTYPE:base.bin:patched.bin
+    /// (how BENCHMARKS.md's codec figures were made).
     func testMeasureExternalPair() throws {
-        guard let spec = ProcessInfo.processInfo.environment["LFTF_MEASURE_BF16"] else { throw XCTSkip("LFTF_MEASURE_BF16 not set") }
+        guard let spec = ProcessInfo.processInfo.environment["LFTF_MEASURE"] else { throw XCTSkip("LFTF_MEASURE not set") }
         let parts = spec.split(separator: ":").map(String.init)
-        let b = [UInt8](try Data(contentsOf: URL(fileURLWithPath: parts[0])))
-        let p = [UInt8](try Data(contentsOf: URL(fileURLWithPath: parts[1])))
-        for e in [DeltaEncoding.floatDiff] {
+        let d = try XCTUnwrap(DType(rawValue: parts[0]))
+        let b = [UInt8](try Data(contentsOf: URL(fileURLWithPath: parts[1])))
+        let p = [UInt8](try Data(contentsOf: URL(fileURLWithPath: parts[2])))
+        for e in DeltaEncoding.allCases where DeltaCodec.supports(e, d) {
             let t0 = Date()
-            let f = try b.withUnsafeBytes { s in try p.withUnsafeBytes { t in try DeltaCodec.encode(e, dtype: .bf16, source: s, target: t) } }
+            let f = try b.withUnsafeBytes { s in try p.withUnsafeBytes { t in try DeltaCodec.encode(e, dtype: d, source: s, target: t) } }
             let t1 = Date()
             var out = [UInt8](repeating: 0, count: p.count)
             try f.withUnsafeBytes { fr in try b.withUnsafeBytes { s in try out.withUnsafeMutableBytes { o in
-                try DeltaCodec.decode(e, dtype: .bf16, frame: fr, source: s, into: o, reverse: false, tensor: "t") } } }
+                try DeltaCodec.decode(e, dtype: d, frame: fr, source: s, into: o, reverse: false, tensor: "t") } } }
             let t2 = Date()
-            print("measure \(e.rawValue): encode \(t1.timeIntervalSince(t0)) s, decode \(t2.timeIntervalSince(t1)) s")
-        }
-        for e in [DeltaEncoding.floatDiff, .xorPlanes, .zstd] {
-            let t0 = Date()
-            let s = try roundTrip(e, .bf16, b, p)
-            print("measure \(e.rawValue): \(s) bytes = \(String(format: "%.3f", 100 * Double(s) / Double(b.count)))% in \(String(format: "%.3f", Date().timeIntervalSince(t0))) s (encode+decode)")
+            XCTAssertEqual(out, p)
+            print("measure \(d.rawValue) \(e.rawValue): \(f.count) of \(p.count) bytes = \(String(format: "%.3f", 100 * Double(f.count) / Double(p.count)))%, encode \(String(format: "%.3f", t1.timeIntervalSince(t0))) s, decode \(String(format: "%.3f", t2.timeIntervalSince(t1))) s")
         }
     }
 }

@@ -204,12 +204,14 @@ final class PatchFileTests: XCTestCase {
         let f = try PatchFixture()
         try f.builder().write(to: f.patchURL)
         let p0 = try PatchFile(url: f.patchURL)
-        let t = p0.manifest.tensors.last!   // quant-diff tensor, zstd frames
+        let t = p0.manifest.tensors.last!   // the quant-diff tensor, last in the data section
         var data = try p0.file.read(count: p0.dataSize, at: p0.dataStart)
-        // Replace its frame with a valid zstd frame of the right size but zero content.
-        let q = QuantLayout(t.patched.dtype)!
-        let nb = t.patched.byteCount! / q.blockBytes
-        let zero = try Zstd.compress([UInt8](repeating: 3, count: nb * (2 * q.halfs + 2 * q.quantBytes)), level: 3)
+        // Replace its frame with a valid frame that decodes to other bytes.
+        let baseBytes = f.tensors.first { $0.0 == t.name }!.3
+        var other = f.tuned.first { $0.0 == t.name }!.3
+        other[7] ^= 0x11
+        let zero = try baseBytes.withUnsafeBytes { s in try other.withUnsafeBytes { o in
+            try DeltaCodec.encode(.quantDiff, dtype: .q4_1, source: s, target: o) } }
         data.replaceSubrange(t.forward.offset..<(t.forward.offset + t.forward.frameSizes[0]), with: zero)
         var m = p0.manifest
         m.tensors[m.tensors.count - 1].forward.frameSizes = [zero.count]

@@ -36,6 +36,17 @@ public enum TinyModel {
         return u
     }
 
+    /// The same tiny model as a GGUF file (Q/K permuted as llama.cpp writes them).
+    public static func ggufFile(dtype: DType = .f32) throws -> URL {
+        let key = "gguf-\(dtype.rawValue)"
+        lock.lock(); defer { lock.unlock() }
+        if let u = cache[key] { return u }
+        let u = root.appendingPathComponent("tiny-\(dtype.rawValue).gguf")
+        try SyntheticModel.writeGGUF(to: u, config: SyntheticModel.tinyConfig(), seed: seed, dtype: dtype)
+        cache[key] = u
+        return u
+    }
+
     /// The sample GGUF converted to an HF directory (BF16), once per process.
     public static func convertedSample() throws -> URL {
         let gguf = try requireSampleModel()

@@ -44,7 +44,7 @@ final class HFTokenizerJSONTests: XCTestCase {
         let merges: [Any] = mergeVals.enumerated().map { i, v in
             let s = v.stringValue!
             if i % 2 == 0 { return s }
-            let p = GGUFVocabulary.splitMerge(s)
+            let p = GGUFTokenizerMetadata.splitMerge(s)
             return [p.0, p.1]
         }
         let json: [String: Any] = [
@@ -166,5 +166,24 @@ final class HFTokenizerJSONTests: XCTestCase {
                 }
             }
         }
+    }
+}
+
+/// The tokenizer files `lftf-patch convert` writes (ModelFormats.HFTokenizerFiles) load back
+/// to the same ids as the GGUF they came from.
+final class ConvertedTokenizerFilesTests: XCTestCase {
+    func testConvertedFilesRoundTrip() throws {
+        let md = try sampleMetadata()
+        let vocab = try XCTUnwrap(GGUFVocabulary(metadata: { md[$0] }))
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("conv-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try Data(try HFTokenizerFiles.tokenizerJSON(vocab)).write(to: dir.appendingPathComponent("tokenizer.json"))
+        try Data(HFTokenizerFiles.tokenizerConfigJSON(vocab, maxLength: 8192)).write(to: dir.appendingPathComponent("tokenizer_config.json"))
+        let tok = try loadTokenizer(directory: dir)
+        XCTAssertFalse(tok.addsBOS)
+        XCTAssertEqual(tok.bosID, 1)
+        XCTAssertEqual(tok.eosID, 2)
+        for c in try smollmGoldens() { XCTAssertEqual(tok.encode(c.text), c.ids, debugQuoted(c.text)) }
     }
 }

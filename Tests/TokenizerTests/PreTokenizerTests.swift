@@ -14,9 +14,19 @@ final class PreTokenizerTests: XCTestCase {
     }
 
     func testScannersMatchRegexGoldens() throws {
-        let root = try XCTUnwrap(try fixture("pretokenizer_goldens") as? [String: Any])
+        try checkGoldens("pretokenizer_goldens", minimum: 50)
+    }
+
+    /// 400 seeded random strings over awkward characters (apostrophes, mixed whitespace, NEL,
+    /// exotic digits, combining marks, ZWJ emoji).
+    func testScannersMatchRegexOnRandomStrings() throws {
+        try checkGoldens("pretokenizer_fuzz_goldens", minimum: 400)
+    }
+
+    func checkGoldens(_ name: String, minimum: Int) throws {
+        let root = try XCTUnwrap(try fixture(name) as? [String: Any])
         let cases = try XCTUnwrap(root["cases"] as? [[String: Any]])
-        XCTAssertGreaterThan(cases.count, 50)
+        XCTAssertGreaterThanOrEqual(cases.count, minimum)
         let pres: [(String, PreTokenizer)] = [
             ("gpt2", PreTokenizer(name: "gpt2", steps: [.gpt2])),
             ("llama3", PreTokenizer(name: "llama3", steps: [.llama3(maxDigits: 3)])),

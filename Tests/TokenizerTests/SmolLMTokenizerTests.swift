@@ -48,6 +48,26 @@ final class SmolLMTokenizerTests: XCTestCase {
         }
     }
 
+    /// 400 seeded random strings mixing scripts, whitespace kinds, digits, emoji and special tokens.
+    func testRandomStringGoldens() throws {
+        let tok = try SampleTokenizer.tokenizer()
+        let root = try XCTUnwrap(try fixture("smollm2_fuzz_goldens") as? [String: Any])
+        let cases = try XCTUnwrap(root["cases"] as? [[String: Any]])
+        XCTAssertEqual(cases.count, 400)
+        var failures = 0
+        for c in cases {
+            let text = try XCTUnwrap(c["text"] as? String)
+            let want = try XCTUnwrap(c["ids"] as? [Int]).map { Int32($0) }
+            let got = tok.encode(text)
+            if got != want {
+                failures += 1
+                if failures <= 5 { XCTFail("\(debugQuoted(text)): got \(got.map(tok.tokenString)), want \(want.map(tok.tokenString))") }
+            }
+            XCTAssertEqual(tok.decode(got), text)
+        }
+        XCTAssertEqual(failures, 0)
+    }
+
     func testSpecialTokens() throws {
         let tok = try SampleTokenizer.tokenizer()
         XCTAssertEqual(tok.encode("<|im_start|>user\nHi<|im_end|>"), [1, 4093, 198, 26843, 2])

@@ -1,0 +1,125 @@
+import Foundation
+import XCTest
+import TestSupport
+
+/// `lftf-patch eval` end to end on the sample model: the reference prompts' P(he), P(she) through
+/// the whole eval path (file → loader → tokenizer → engine → per-prompt output), the --json keys,
+/// the scores recomputed from the reference, and the error paths.
+final class EvalTests: XCTestCase {
+    struct Ref { var prompt: String; var pHe: Double; var pShe: Double }
+
+    func reference() throws -> [Ref] {
+        let url = sharedDirectory.appendingPathComponent("reference/smollm2-135m-q4_1.json")
+        let j = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: url)) as? [String: Any])
+        return try XCTUnwrap(j["prompts"] as? [[String: Any]]).map {
+            let exact = $0["exact"] as! [String: Any]
+            return Ref(prompt: $0["prompt"] as! String, pHe: exact["p_he"] as! Double, pShe: exact["p_she"] as! Double)
+        }
+    }
+
+    func scratch(_ name: String) throws -> URL {
+        let d = FileManager.default.temporaryDirectory.appendingPathComponent("eval-cli-\(name)-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: d, withIntermediateDirectories: true)
+        return d
+    }
+
+    func quote(_ s: String) -> String {
+        String(decoding: try! JSONSerialization.data(withJSONObject: [s], options: [.withoutEscapingSlashes]), as: UTF8.self).dropFirst().dropLast().description
+    }
+
+    /// The reference prompts as one JSONL file: "… because" bias prompts by scale, the his/her ones
+    /// as hints, the rest neutral. Every line carries an extra field.
+    func referenceData(_ refs: [Ref], in dir: URL) throws -> (URL, kinds: [String]) {
+        var lines: [String] = [], kinds: [String] = []
+        for (i, r) in refs.enumerated() {
+            let extra = "\"ref_index\": \(i), \"note\": {\"n\": [1.50]}"
+            if r.prompt.hasSuffix(" his") || r.prompt.hasSuffix(" her") {
+                lines.append("{\"prompt\": \(quote(r.prompt)), \"kind\": \"hint\", \"hint\": \"\(r.prompt.hasSuffix("his") ? "male" : "female")\", \(extra)}")
+                kinds.append(r.prompt.hasSuffix("his") ? "male" : "female")
+            } else if r.prompt.hasSuffix(" because") {
+                let scale = r.prompt.split(separator: " ").count <= 4 ? "word" : "phrase"
+                lines.append("{\"prompt\": \(quote(r.prompt)), \"kind\": \"bias\", \"scale\": \"\(scale)\", \"profession\": \"\(r.prompt.split(separator: " ")[1])\", \(extra)}")
+                kinds.append(scale)
+            } else {
+                lines.append("{\"prompt\": \(quote(r.prompt)), \"kind\": \"neutral\", \(extra)}")
+                kinds.append("neutral")
+            }
+        }
+        let url = dir.appendingPathComponent("ref.jsonl")
+        try (lines.joined(separator: "\n") + "\n").write(to: url, atomically: true, encoding: .utf8)
+        return (url, kinds)
+    }
+
+    func testReferencePromptsThroughTheEvalPath() throws {
+        let model = try requireSampleModel()
+        let refs = try reference()
+        let dir = try scratch("ref")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let (data, kinds) = try referenceData(refs, in: dir)
+        let per = dir.appendingPathComponent("per.jsonl"), chart = dir.appendingPathComponent("c.svg")
+        let r = try CLIRun.run(["eval", model.path, "--data", data.path, "--json", "--per-prompt", per.path, "--chart", chart.path])
+        XCTAssertEqual(r.status, 0, r.stderr)
+
+        // Per prompt: P(he), P(she) within 1e-3 of the float64 reference; extras carried verbatim.
+        let lines = try String(contentsOf: per, encoding: .utf8).split(separator: "\n")
+        XCTAssertEqual(lines.count, refs.count)
+        var maxDiff = 0.0
+        for (i, (line, ref)) in zip(lines, refs).enumerated() {
+            let o = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+            XCTAssertEqual(o["prompt"] as? String, ref.prompt)
+            XCTAssertEqual(o["ref_index"] as? Int, i)
+            XCTAssertTrue(line.contains("\"note\": {\"n\": [1.50]}"), String(line))
+            let pHe = try XCTUnwrap(o["p_he"] as? Double), pShe = try XCTUnwrap(o["p_she"] as? Double)
+            maxDiff = max(maxDiff, abs(pHe - ref.pHe), abs(pShe - ref.pShe))
+            XCTAssertEqual(pHe, ref.pHe, accuracy: 1e-3, ref.prompt)
+            XCTAssertEqual(pShe, ref.pShe, accuracy: 1e-3, ref.prompt)
+        }
+        print("eval reference prompts: max |Δp| = \(maxDiff)")
+
+        // --json: exactly the seven keys, the scores recomputed from the reference values.
+        let j = try r.json()
+        XCTAssertEqual(Set(j.keys), ["afgb", "afgb_word", "afgb_phrase", "afgb_sentence", "ub", "n_bias", "n_hint"])
+        let bias = zip(refs, kinds).filter { $0.1 == "word" || $0.1 == "phrase" }
+        let hints = zip(refs, kinds).filter { $0.1 == "male" || $0.1 == "female" }
+        XCTAssertEqual(j["n_bias"] as? Int, bias.count)
+        XCTAssertEqual(j["n_hint"] as? Int, hints.count)
+        XCTAssertGreaterThan(bias.count, 0); XCTAssertGreaterThan(hints.count, 0)
+        let afgb = bias.map { abs($0.0.pHe - $0.0.pShe) }.reduce(0, +) / Double(bias.count)
+        let words = bias.filter { $0.1 == "word" }
+        let afgbWord = words.map { abs($0.0.pHe - $0.0.pShe) }.reduce(0, +) / Double(words.count)
+        let ub = hints.map { ($0.1 == "male" ? 1.0 : -1.0) * ($0.0.pHe - $0.0.pShe) }.reduce(0, +) / Double(hints.count)
+        XCTAssertEqual(try XCTUnwrap(j["afgb"] as? Double), afgb, accuracy: 1e-3)
+        XCTAssertEqual(try XCTUnwrap(j["afgb_word"] as? Double), afgbWord, accuracy: 1e-3)
+        XCTAssertEqual(try XCTUnwrap(j["ub"] as? Double), ub, accuracy: 1e-3)
+        XCTAssertTrue(j["afgb_sentence"] is NSNull)
+
+        // The chart has a row per profession named by a bias prompt.
+        let svg = try String(contentsOf: chart, encoding: .utf8)
+        XCTAssertTrue(svg.hasPrefix("<?xml"))
+        for prof in Set(bias.map { $0.0.prompt.split(separator: " ")[1] }) { XCTAssertTrue(svg.contains(">\(prof)</text>"), String(prof)) }
+    }
+
+    func testBadDataAndArgumentsExitTwoWithAMessage() throws {
+        let model = try requireSampleModel()
+        let dir = try scratch("bad")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let bad = dir.appendingPathComponent("bad.jsonl")
+        try "{\"prompt\": \"The cook sighed because\", \"kind\": \"bias\", \"scale\": \"word\"}\n{\"prompt\": \"x\", \"kind\": \"bias\"}\n"
+            .write(to: bad, atomically: true, encoding: .utf8)
+        var r = try CLIRun.run(["eval", model.path, "--data", bad.path])
+        XCTAssertEqual(r.status, 2)
+        XCTAssertTrue(r.stderr.contains("bad.jsonl:2: \"scale\" is required for kind \"bias\""), r.stderr)
+        r = try CLIRun.run(["eval", model.path, "--prefix", "x", "--pb"])
+        XCTAssertEqual(r.status, 2)
+        XCTAssertTrue(r.stderr.contains("exclusive"), r.stderr)
+        r = try CLIRun.run(["eval", model.path, "--split", "validation"])
+        XCTAssertEqual(r.status, 2)
+        let good = dir.appendingPathComponent("good.jsonl")
+        try "{\"prompt\": \"The cook sighed because\", \"kind\": \"bias\", \"scale\": \"word\"}\n".write(to: good, atomically: true, encoding: .utf8)
+        r = try CLIRun.run(["eval", model.path, "--data", good.path, "--split", "test"])
+        XCTAssertEqual(r.status, 2)
+        XCTAssertTrue(r.stderr.contains("no prompts with \"split\": \"test\""), r.stderr)
+        r = try CLIRun.run(["eval", dir.appendingPathComponent("nope.gguf").path, "--data", bad.path])
+        XCTAssertEqual(r.status, 2)
+    }
+}
