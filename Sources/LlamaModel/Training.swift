@@ -10,7 +10,7 @@ import TensorMath
 // each sequence's last position, and runs backward through the head, the blocks after L
 // (activations only, unless they are trained too) and into L's weight gradients.
 //
-// Determinism: the example order comes from a SplitMix64 stream seeded by `seed`; every
+// Determinism: the example order comes from a SplitMix64 stream (ExampleOrderRNG) seeded by `seed`; every
 // reduction has a fixed order; so the same model, examples, objective and settings give the
 // same weights bit for bit (for a fixed BLAS thread count).
 
@@ -64,8 +64,8 @@ public enum TrainingError: Error, CustomStringConvertible, Equatable {
     }
 }
 
-/// SplitMix64: a small, well-mixed, fully specified generator (so runs reproduce across platforms).
-public struct SplitMix64: RandomNumberGenerator {
+/// SplitMix64 (Steele et al. 2014): a small, well-mixed, fully specified generator (so runs reproduce across platforms).
+public struct ExampleOrderRNG: RandomNumberGenerator {
     var state: UInt64
     public init(seed: UInt64) { state = seed }
     public mutating func next() -> UInt64 {
@@ -202,7 +202,7 @@ public final class FineTuner {
 
     /// The batches of every epoch, in order (deterministic in `settings.seed`).
     public func schedule() -> [(epoch: Int, indices: [Int])] {
-        var rng = SplitMix64(seed: settings.seed)
+        var rng = ExampleOrderRNG(seed: settings.seed)
         var out: [(Int, [Int])] = []
         for e in 0..<settings.epochs {
             var order = Array(examples.indices)

@@ -15,7 +15,7 @@ final class RandomCheckpoint: Checkpoint {
 
     init(config c: ModelConfig, seed: UInt64) {
         config = c
-        var rng = SplitMix64(seed: seed)
+        var rng = ExampleOrderRNG(seed: seed)
         func add(_ role: TensorRole, _ shape: [Int], scale: Float, offset: Float = 0) {
             let n = shape.reduce(1, *)
             let v = (0..<n).map { _ in offset + scale * (Float(rng.next() >> 40) / Float(1 << 24) * 2 - 1) }
@@ -115,7 +115,7 @@ final class BackwardTests: XCTestCase {
         let roles: [(String, ReferenceWritableKeyPath<BlockWeights, [Float]>, [Float])] = [
             ("q", \.q, g.q), ("k", \.k, g.k), ("v", \.v, g.v), ("o", \.o, g.o),
             ("gate", \.gate, g.gate), ("up", \.up, g.up), ("down", \.down, g.down)]
-        var rng = SplitMix64(seed: UInt64(block))
+        var rng = ExampleOrderRNG(seed: UInt64(block))
         for (name, kp, grad) in roles {
             var worst = 0.0, pairs: [String] = [], worstPair = ""
             // the 3 largest entries plus 5 random ones
