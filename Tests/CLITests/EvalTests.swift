@@ -155,6 +155,19 @@ final class EvalTests: XCTestCase {
         XCTAssertEqual(Set(try j.json().keys), ["afgb", "afgb_word", "afgb_phrase", "afgb_sentence", "ub", "n_bias", "n_hint"])
     }
 
+    /// A vocabulary where " he" is two tokens: an error naming them, never a silent fallback.
+    func testPronounThatIsNotOneTokenIsAnError() throws {
+        let dir = try scratch("tiny")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let tiny = dir.appendingPathComponent("m")
+        let s = try CLIRun.run(["synth", "-o", tiny.path, "--seed", "9"])
+        XCTAssertEqual(s.status, 0, s.stderr)
+        let r = try CLIRun.run(["eval", tiny.path, "--split", "test"])
+        XCTAssertEqual(r.status, 2)
+        XCTAssertTrue(r.stderr.contains("\" he\" is not a single token"), r.stderr)
+        XCTAssertTrue(r.stdout.isEmpty)
+    }
+
     func testBadDataAndArgumentsExitTwoWithAMessage() throws {
         let model = try requireSampleModel()
         let dir = try scratch("bad")
