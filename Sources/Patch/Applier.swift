@@ -268,35 +268,44 @@ public enum PatchApplier {
     }
 
     static func writeTensor(_ patch: PatchFile, _ it: Item, revert: Bool, source: URL, target: URL) throws {
-        let e = it.entry
+        let src = try FileDescriptor(source.path, flags: O_RDONLY)
+        let dst = try FileDescriptor(target.path, flags: O_RDWR)
+        try decodeFrames(patch, it.entry, revert: revert,
+                         source: { try src.read(count: $1, at: it.info.offset + $0) },
+                         sink: { lo, bytes in
+                             try dst.write(bytes, at: it.info.offset + lo)
+                             CrashPoints.hit("data: wrote \(bytes.count) bytes at \(lo) of \(it.entry.name)")
+                         })
+    }
+
+    /// Decodes one tensor frame by frame (the patched tensor, or with `revert` the base one):
+    /// `source(offset, count)` reads bytes of the other side (only source-based encodings ask),
+    /// `sink(offset, bytes)` takes each decoded frame. The SHA-256 of the whole is checked
+    /// against the manifest at the end.
+    static func decodeFrames(_ patch: PatchFile, _ e: PatchedTensor, revert: Bool,
+                             source: (Int, Int) throws -> [UInt8], sink: (Int, [UInt8]) throws -> Void) throws {
         let (from, to) = revert ? (e.patched, e.base) : (e.base, e.patched)
         let stream = revert ? (e.reverse ?? e.forward) : e.forward
         let reverseDecode = revert && e.reverse == nil
         guard let enc = DeltaEncoding(rawValue: stream.encoding) else {
             throw PatchError.unsupportedEncoding(tensor: e.name, encoding: stream.encoding)
         }
-        let src = try FileDescriptor(source.path, flags: O_RDONLY)
-        let dst = try FileDescriptor(target.path, flags: O_RDWR)
         let n = ModelFormats.elementCount(to.shape)!
         var h = SHA256()
         for i in 0..<stream.frameSizes.count {
             let (frame, first, count) = try patch.frame(stream, i, elements: n)
             let tLo = to.dtype.byteCount(elements: first)!, tLen = to.dtype.byteCount(elements: count)!
+            let s: [UInt8]? = enc.needsSource ? try source(from.dtype.byteCount(elements: first)!, from.dtype.byteCount(elements: count)!) : nil
             var out = [UInt8](repeating: 0, count: tLen)
-            if enc.needsSource {
-                let sLo = from.dtype.byteCount(elements: first)!, sLen = from.dtype.byteCount(elements: count)!
-                let s = try src.read(count: sLen, at: it.info.offset + sLo)
-                try frame.withUnsafeBytes { f in try s.withUnsafeBytes { sb in try out.withUnsafeMutableBytes { o in
-                    try DeltaCodec.decode(enc, dtype: to.dtype, frame: f, source: sb, into: o, reverse: reverseDecode, tensor: e.name)
-                } } }
-            } else {
-                try frame.withUnsafeBytes { f in try out.withUnsafeMutableBytes { o in
+            try frame.withUnsafeBytes { f in try out.withUnsafeMutableBytes { o in
+                if let s {
+                    try s.withUnsafeBytes { try DeltaCodec.decode(enc, dtype: to.dtype, frame: f, source: $0, into: o, reverse: reverseDecode, tensor: e.name) }
+                } else {
                     try DeltaCodec.decode(enc, dtype: to.dtype, frame: f, source: nil, into: o, reverse: false, tensor: e.name)
-                } }
-            }
+                }
+            } }
             h.update(data: out)
-            try dst.write(out, at: it.info.offset + tLo)
-            CrashPoints.hit("data: wrote frame \(i) of \(e.name)")
+            try sink(tLo, out)
         }
         let got = hex(h.finalize())
         guard got == to.sha256 else {

@@ -65,34 +65,11 @@ extension PatchApplier {
     /// The patched bytes of one tensor (or, with `revert`, the base bytes), decoded in memory
     /// from the checkpoint's current bytes of it, and checked against the manifest's SHA-256.
     static func decodeInMemory(_ patch: PatchFile, _ it: Item, revert: Bool = false) throws -> [UInt8] {
-        let e = it.entry
-        let (from, to) = revert ? (e.patched, e.base) : (e.base, e.patched)
-        let stream = revert ? (e.reverse ?? e.forward) : e.forward
-        let reverseDecode = revert && e.reverse == nil
         let src = try FileDescriptor(it.file.path, flags: O_RDONLY)
-        let n = ModelFormats.elementCount(to.shape)!
-        var out = [UInt8](repeating: 0, count: to.byteCount!)
-        guard let enc = DeltaEncoding(rawValue: stream.encoding) else {
-            throw PatchError.unsupportedEncoding(tensor: e.name, encoding: stream.encoding)
-        }
-        for i in 0..<stream.frameSizes.count {
-            let (frame, first, count) = try patch.frame(stream, i, elements: n)
-            let tLo = to.dtype.byteCount(elements: first)!, tLen = to.dtype.byteCount(elements: count)!
-            let s: [UInt8]? = enc.needsSource ? try src.read(count: from.dtype.byteCount(elements: count)!,
-                                                             at: it.info.offset + from.dtype.byteCount(elements: first)!) : nil
-            try frame.withUnsafeBytes { f in try out.withUnsafeMutableBytes { o in
-                let part = UnsafeMutableRawBufferPointer(rebasing: o[tLo..<(tLo + tLen)])
-                if let s {
-                    try s.withUnsafeBytes { try DeltaCodec.decode(enc, dtype: to.dtype, frame: f, source: $0, into: part, reverse: reverseDecode, tensor: e.name) }
-                } else {
-                    try DeltaCodec.decode(enc, dtype: to.dtype, frame: f, source: nil, into: part, reverse: false, tensor: e.name)
-                }
-            } }
-        }
-        let got = out.withUnsafeBytes { sha256Hex($0) }
-        guard got == to.sha256 else {
-            throw PatchError.corruptFrame(tensor: e.name, detail: "decoded tensor has SHA-256 \(got.prefix(16))…, expected \(to.sha256.prefix(16))…")
-        }
+        var out = [UInt8](repeating: 0, count: (revert ? it.entry.base : it.entry.patched).byteCount!)
+        try decodeFrames(patch, it.entry, revert: revert,
+                         source: { try src.read(count: $1, at: it.info.offset + $0) },
+                         sink: { lo, bytes in out.replaceSubrange(lo..<(lo + bytes.count), with: bytes) })
         return out
     }
 }
