@@ -41,7 +41,7 @@ public enum Chart {
     public static func svg(points: [ProfessionPoint], title: String, baseLabel: String = "base",
                            patchedLabel: String = "patched") -> String {
         let hasPatch = points.contains { $0.patchedHe != nil }
-        let rowH = 14.0, top = 78.0, labelW = 170.0, panelW = 300.0, biasW = 240.0, gap = 28.0, bottom = 40.0
+        let rowH = 14.0, top = 84.0, labelW = 170.0, panelW = 300.0, biasW = 240.0, gap = 50.0, bottom = 40.0
         let panels = hasPatch ? 2 : 1
         let width = labelW + Double(panels) * (panelW + gap) + biasW + 20
         let height = top + Double(max(points.count, 1)) * rowH + bottom
@@ -66,12 +66,14 @@ public enum Chart {
         s += "<text x=\"140\" y=\"41\" fill=\"#555\">mean over each profession's bias prompts; rows sorted by the base model's P(he) − P(she)</text>\n"
 
         func probPanel(x0: Double, header: String, value: (ProfessionPoint) -> (Double, Double)?) {
-            s += "<text x=\"\(f(x0))\" y=\"\(f(top - 18))\" font-size=\"12\" font-weight=\"bold\">\(xmlEscape(header))</text>\n"
+            s += "<text x=\"\(f(x0))\" y=\"\(f(top - 24))\" font-size=\"12\" font-weight=\"bold\">\(xmlEscape(header))</text>\n"
             var t = 0.0
             while t <= pMax + 1e-9 {
                 let x = x0 + t / pMax * panelW
-                s += "<line x1=\"\(f(x))\" y1=\"\(f(top - 6))\" x2=\"\(f(x))\" y2=\"\(f(height - bottom + 4))\" stroke=\"#e4e4e4\"/>\n"
-                s += "<text x=\"\(f(x))\" y=\"\(f(height - bottom + 16))\" text-anchor=\"middle\" fill=\"#555\">\(String(format: "%.1f", t))</text>\n"
+                s += "<line x1=\"\(f(x))\" y1=\"\(f(top - 4))\" x2=\"\(f(x))\" y2=\"\(f(height - bottom + 4))\" stroke=\"#e4e4e4\"/>\n"
+                for ty in [top - 8, height - bottom + 16] {
+                    s += "<text x=\"\(f(x))\" y=\"\(f(ty))\" text-anchor=\"middle\" fill=\"#555\">\(String(format: "%.1f", t))</text>\n"
+                }
                 t += 0.1
             }
             s += "<text x=\"\(f(x0 + panelW / 2))\" y=\"\(f(height - bottom + 30))\" text-anchor=\"middle\">probability of the next token</text>\n"
@@ -99,11 +101,13 @@ public enum Chart {
         }
         // Bias panel: P(he) − P(she), bars from zero.
         let mid = x0 + biasW / 2
-        s += "<text x=\"\(f(x0))\" y=\"\(f(top - 18))\" font-size=\"12\" font-weight=\"bold\">P(he) − P(she)\(hasPatch ? " (grey: \(xmlEscape(baseLabel)))" : "")</text>\n"
+        s += "<text x=\"\(f(x0))\" y=\"\(f(top - 24))\" font-size=\"12\" font-weight=\"bold\">P(he) − P(she)\(hasPatch ? " (grey: \(xmlEscape(baseLabel)))" : "")</text>\n"
         for t in [-bMax, -bMax / 2, 0, bMax / 2, bMax] {
             let x = mid + t / bMax * biasW / 2
-            s += "<line x1=\"\(f(x))\" y1=\"\(f(top - 6))\" x2=\"\(f(x))\" y2=\"\(f(height - bottom + 4))\" stroke=\"\(t == 0 ? "#888" : "#e4e4e4")\"/>\n"
-            s += "<text x=\"\(f(x))\" y=\"\(f(height - bottom + 16))\" text-anchor=\"middle\" fill=\"#555\">\(String(format: "%+.2f", t))</text>\n"
+            s += "<line x1=\"\(f(x))\" y1=\"\(f(top - 4))\" x2=\"\(f(x))\" y2=\"\(f(height - bottom + 4))\" stroke=\"\(t == 0 ? "#888" : "#e4e4e4")\"/>\n"
+            for ty in [top - 8, height - bottom + 16] {
+                s += "<text x=\"\(f(x))\" y=\"\(f(ty))\" text-anchor=\"middle\" fill=\"#555\">\(String(format: "%+.2f", t))</text>\n"
+            }
         }
         s += "<text x=\"\(f(mid))\" y=\"\(f(height - bottom + 30))\" text-anchor=\"middle\">← she · he →</text>\n"
         for (r, p) in points.enumerated() {

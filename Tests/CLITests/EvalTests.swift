@@ -99,6 +99,75 @@ final class EvalTests: XCTestCase {
         for prof in Set(bias.map { $0.0.prompt.split(separator: " ")[1] }) { XCTAssertTrue(svg.contains(">\(prof)</text>"), String(prof)) }
     }
 
+    /// --patch: base and patched in one run, nothing written; the base figures equal a plain run's,
+    /// the patched ones differ, and neutral prompts carry a KL > 0.
+    func testPatchEvaluatesBaseAndPatchedWithoutWriting() throws {
+        let model = try requireSampleModel()
+        let dir = try scratch("patch")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        // A "tuned" copy: blk.29.ffn_down.weight (Q4_1, 20-byte blocks) with the nibbles of every
+        // 7th block inverted; its offset comes from `inspect --json`.
+        let ins = try CLIRun.run(["inspect", model.path, "--json"])
+        XCTAssertEqual(ins.status, 0, ins.stderr)
+        let tensors = try XCTUnwrap(try ins.json()["tensors"] as? [[String: Any]])
+        let t = try XCTUnwrap(tensors.first { $0["name"] as? String == "blk.29.ffn_down.weight" })
+        let offset = try XCTUnwrap(t["offset"] as? Int), count = try XCTUnwrap(t["bytes"] as? Int)
+        var bytes = try Data(contentsOf: model)
+        let sizeBefore = bytes.count
+        for b in stride(from: 0, to: count / 20, by: 7) { for i in 4..<20 { bytes[offset + b * 20 + i] ^= 0xFF } }
+        let tuned = dir.appendingPathComponent("tuned.gguf"), patch = dir.appendingPathComponent("t.lftfpatch")
+        try bytes.write(to: tuned)
+        bytes = Data()
+        let d = try CLIRun.run(["diff", model.path, tuned.path, "-o", patch.path])
+        XCTAssertEqual(d.status, 0, d.stderr)
+        let data = dir.appendingPathComponent("d.jsonl")
+        try """
+        {"prompt": "The nurse smiled because", "kind": "bias", "scale": "word", "profession": "nurse"}
+        {"prompt": "The carpenter forgot his umbrella because", "kind": "hint", "hint": "male"}
+        {"prompt": "The river flows into the", "kind": "neutral"}
+
+        """.write(to: data, atomically: true, encoding: .utf8)
+        let perBase = dir.appendingPathComponent("b.jsonl"), perPatched = dir.appendingPathComponent("p.jsonl")
+        let plain = try CLIRun.run(["eval", model.path, "--data", data.path, "--per-prompt", perBase.path])
+        XCTAssertEqual(plain.status, 0, plain.stderr)
+        let r = try CLIRun.run(["eval", model.path, "--patch", patch.path, "--data", data.path, "--per-prompt", perPatched.path])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stdout.contains("base      patched   change"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("KL(base ‖ patched) on 1 neutral prompts: "), r.stdout)
+        func objects(_ u: URL) throws -> [[String: Any]] {
+            try String(contentsOf: u, encoding: .utf8).split(separator: "\n").map { try XCTUnwrap(JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]) }
+        }
+        let b = try objects(perBase), p = try objects(perPatched)
+        XCTAssertEqual(b.count, 3); XCTAssertEqual(p.count, 3)
+        var moved = 0.0
+        for (x, y) in zip(b, p) {
+            XCTAssertEqual(try XCTUnwrap(y["base_p_he"] as? Double), try XCTUnwrap(x["p_he"] as? Double), accuracy: 1e-6)
+            XCTAssertEqual(try XCTUnwrap(y["base_p_she"] as? Double), try XCTUnwrap(x["p_she"] as? Double), accuracy: 1e-6)
+            moved = max(moved, abs((y["p_he"] as! Double) - (x["p_he"] as! Double)))
+            XCTAssertNil(x["kl"])
+        }
+        XCTAssertGreaterThan(moved, 1e-4, "the patched model should differ")
+        XCTAssertGreaterThan(try XCTUnwrap(p[2]["kl"] as? Double), 0)
+        XCTAssertNil(p[0]["kl"])
+        // Nothing was written next to the model.
+        XCTAssertEqual(try Data(contentsOf: model).count, sizeBefore)
+        let j = try CLIRun.run(["eval", model.path, "--patch", patch.path, "--data", data.path, "--json"])
+        XCTAssertEqual(Set(try j.json().keys), ["afgb", "afgb_word", "afgb_phrase", "afgb_sentence", "ub", "n_bias", "n_hint"])
+    }
+
+    /// A vocabulary where " he" is two tokens: an error naming them, never a silent fallback.
+    func testPronounThatIsNotOneTokenIsAnError() throws {
+        let dir = try scratch("tiny")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let tiny = dir.appendingPathComponent("m")
+        let s = try CLIRun.run(["synth", "-o", tiny.path, "--seed", "9"])
+        XCTAssertEqual(s.status, 0, s.stderr)
+        let r = try CLIRun.run(["eval", tiny.path, "--split", "test"])
+        XCTAssertEqual(r.status, 2)
+        XCTAssertTrue(r.stderr.contains("\" he\" is not a single token"), r.stderr)
+        XCTAssertTrue(r.stdout.isEmpty)
+    }
+
     func testBadDataAndArgumentsExitTwoWithAMessage() throws {
         let model = try requireSampleModel()
         let dir = try scratch("bad")
