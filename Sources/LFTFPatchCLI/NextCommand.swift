@@ -44,8 +44,12 @@ struct NextCommand: ParsableCommand {
     @Flag(help: "Print timings (load, tokenize, forward, tokens/s) to stderr.")
     var timing = false
 
+    @Option(name: .customLong("weight-cache"), help: "GiB of fp32 block weights to keep in memory; blocks past it are dequantized block by block on every pass.")
+    var weightCacheGiB: Double = 4
+
     func validate() throws {
         guard top >= 0 else { throw ValidationError("--top must be 0 or more") }
+        guard weightCacheGiB >= 0, weightCacheGiB < 1_000_000 else { throw ValidationError("--weight-cache must be a size in GiB, 0 or more") }
         switch (prompt, promptsFile) {
         case (nil, nil): throw ValidationError("give a PROMPT or --prompts FILE")
         case (.some, .some): throw ValidationError("give either a PROMPT or --prompts FILE, not both")
@@ -87,8 +91,10 @@ struct NextCommand: ParsableCommand {
             throw ValidationError("prompt \(i + 1) (\"\(texts[i])\") encodes to no tokens")
         }
         let t2 = clock.now
-        let engine = try LlamaModel(checkpoint: checkpoint)
+        let engine = try LlamaModel(checkpoint: checkpoint,
+                                    options: .init(weightCacheBytes: Int(weightCacheGiB * Double(1 << 30))))
         let t3 = clock.now
+        let cpu3 = processCPUSeconds()
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         let out = FileHandle.standardOutput
@@ -112,10 +118,10 @@ struct NextCommand: ParsableCommand {
             let t4 = clock.now
             func s(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18 }
             let tokens = ids.reduce(0) { $0 + $1.count }
-            let fwd = s(t4 - t3)
+            let fwd = s(t4 - t3), fwdCPU = processCPUSeconds() - cpu3
             FileHandle.standardError.write(Data(String(
-                format: "timing: open+tokenizer %.3f s, tokenize %.3f s, load weights %.3f s, forward+output %.3f s (%d prompts, %d tokens, %.0f tokens/s)\n",
-                s(t1 - t0), s(t2 - t1), s(t3 - t2), fwd, ids.count, tokens, Double(tokens) / fwd).utf8))
+                format: "timing: open+tokenizer %.3f s, tokenize %.3f s, load weights %.3f s, forward+output %.3f s (%d prompts, %d tokens, %.0f tokens/s; forward CPU time %.3f s, all threads)\n",
+                s(t1 - t0), s(t2 - t1), s(t3 - t2), fwd, ids.count, tokens, Double(tokens) / fwd, fwdCPU).utf8))
         }
     }
 
@@ -142,4 +148,11 @@ struct NextCommand: ParsableCommand {
         }
         return lines.joined(separator: "\n") + "\n"
     }
+}
+
+/// CPU time (user + system) of the whole process, all threads, in seconds.
+func processCPUSeconds() -> Double {
+    var t = timespec()
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t)
+    return Double(t.tv_sec) + Double(t.tv_nsec) * 1e-9
 }

@@ -374,38 +374,48 @@ extension LlamaModel {
 // MARK: - Probabilities
 
 public enum NextToken {
+    // Concrete (non-generic) on purpose: called across modules on 49k-entry rows for every
+    // prompt, an unspecialized generic spends more time in the runtime than in the loop.
+
     /// softmax(logits), computed in Double for the normalizer.
-    public static func probabilities<C: Collection>(_ logits: C) -> [Float] where C.Element == Float {
-        let m = logits.max() ?? 0
-        var sum = 0.0
-        for l in logits { sum += Foundation.exp(Double(l - m)) }
-        let logZ = Double(m) + Foundation.log(sum)
+    public static func probabilities(_ logits: UnsafeBufferPointer<Float>) -> [Float] {
+        let logZ = logSumExp(logits)
         return logits.map { Float(Foundation.exp(Double($0) - logZ)) }
     }
+    public static func probabilities(_ logits: [Float]) -> [Float] {
+        logits.withUnsafeBufferPointer { probabilities($0) }
+    }
 
-    /// log Σ exp(logits).
-    public static func logSumExp<C: Collection>(_ logits: C) -> Double where C.Element == Float {
-        let m = logits.max() ?? 0
+    /// log Σ exp(logits), max-subtracted, summed in Double.
+    public static func logSumExp(_ logits: UnsafeBufferPointer<Float>) -> Double {
+        var m = -Float.infinity
+        for l in logits where l > m { m = l }
         var sum = 0.0
         for l in logits { sum += Foundation.exp(Double(l - m)) }
         return Double(m) + Foundation.log(sum)
     }
+    public static func logSumExp(_ logits: [Float]) -> Double {
+        logits.withUnsafeBufferPointer { logSumExp($0) }
+    }
 
-    /// The `k` largest logits, highest first: (id, logit).
-    public static func top<C: Collection>(_ logits: C, k: Int) -> [(id: Int, logit: Float)] where C.Element == Float, C.Index == Int {
-        var best: [(id: Int, logit: Float)] = []
+    /// The `k` largest logits, highest first (ties: lower id first): (id, logit).
+    public static func top(_ logits: UnsafeBufferPointer<Float>, k: Int) -> [(id: Int, logit: Float)] {
         guard k > 0 else { return [] }
-        best.reserveCapacity(k + 1)
-        for i in logits.indices {
+        var ids = [Int](), vals = [Float]()
+        ids.reserveCapacity(k + 1); vals.reserveCapacity(k + 1)
+        for i in 0..<logits.count {
             let l = logits[i]
-            if best.count < k || l > best[best.count - 1].logit {
-                var pos = best.count
-                while pos > 0 && best[pos - 1].logit < l { pos -= 1 }
-                best.insert((i - logits.startIndex, l), at: pos)
-                if best.count > k { best.removeLast() }
+            if ids.count < k || l > vals[vals.count - 1] {
+                var pos = vals.count
+                while pos > 0 && vals[pos - 1] < l { pos -= 1 }
+                ids.insert(i, at: pos); vals.insert(l, at: pos)
+                if ids.count > k { ids.removeLast(); vals.removeLast() }
             }
         }
-        return best
+        return zip(ids, vals).map { (id: $0, logit: $1) }
+    }
+    public static func top(_ logits: [Float], k: Int) -> [(id: Int, logit: Float)] {
+        logits.withUnsafeBufferPointer { top($0, k: k) }
     }
 }
 

@@ -13,6 +13,10 @@ import TensorMath
 //     with ~4 GB of cached blocks plus one block in flight.
 //   - overrides: fp32 blocks a fine-tune installed with `overrideBlock(_:with:)`; they win over
 //     the checkpoint's weights.
+//
+// Not implemented, by choice: sliding-window attention (Mistral v0.1's 4,096-token window only
+// matters for longer prompts), yarn/longrope scaling (an error at load). A model is not
+// thread-safe: one forward pass at a time (the BLAS and TensorMath ops use both cores).
 
 /// Problems building or running the model. Each message names what to fix.
 public enum LlamaModelError: Error, CustomStringConvertible, Equatable {

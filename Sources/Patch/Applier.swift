@@ -189,8 +189,8 @@ public enum PatchApplier {
             options.progress?("rolled back an interrupted apply/revert")
         }
         let items = try items(patch, ckpt)
-        for it in items where it.entry.base.dtype != it.entry.patched.dtype || it.entry.base.byteCount != it.entry.patched.byteCount {
-            throw PatchError.layoutChange("tensor \(it.entry.name) changes dtype (\(it.entry.base.dtype.rawValue) → \(it.entry.patched.dtype.rawValue)); in-place apply of layout-changing patches is not supported yet")
+        if items.contains(where: changesLayout) {
+            return try rewriteLayout(patch, ckpt, items, revert: revert, output: ckpt.location, options: options)
         }
         let m = patch.manifest
         let dir = Journal.directory(for: ckpt.location)
@@ -268,35 +268,44 @@ public enum PatchApplier {
     }
 
     static func writeTensor(_ patch: PatchFile, _ it: Item, revert: Bool, source: URL, target: URL) throws {
-        let e = it.entry
+        let src = try FileDescriptor(source.path, flags: O_RDONLY)
+        let dst = try FileDescriptor(target.path, flags: O_RDWR)
+        try decodeFrames(patch, it.entry, revert: revert,
+                         source: { try src.read(count: $1, at: it.info.offset + $0) },
+                         sink: { lo, bytes in
+                             try dst.write(bytes, at: it.info.offset + lo)
+                             CrashPoints.hit("data: wrote \(bytes.count) bytes at \(lo) of \(it.entry.name)")
+                         })
+    }
+
+    /// Decodes one tensor frame by frame (the patched tensor, or with `revert` the base one):
+    /// `source(offset, count)` reads bytes of the other side (only source-based encodings ask),
+    /// `sink(offset, bytes)` takes each decoded frame. The SHA-256 of the whole is checked
+    /// against the manifest at the end.
+    static func decodeFrames(_ patch: PatchFile, _ e: PatchedTensor, revert: Bool,
+                             source: (Int, Int) throws -> [UInt8], sink: (Int, [UInt8]) throws -> Void) throws {
         let (from, to) = revert ? (e.patched, e.base) : (e.base, e.patched)
         let stream = revert ? (e.reverse ?? e.forward) : e.forward
         let reverseDecode = revert && e.reverse == nil
         guard let enc = DeltaEncoding(rawValue: stream.encoding) else {
             throw PatchError.unsupportedEncoding(tensor: e.name, encoding: stream.encoding)
         }
-        let src = try FileDescriptor(source.path, flags: O_RDONLY)
-        let dst = try FileDescriptor(target.path, flags: O_RDWR)
         let n = ModelFormats.elementCount(to.shape)!
         var h = SHA256()
         for i in 0..<stream.frameSizes.count {
             let (frame, first, count) = try patch.frame(stream, i, elements: n)
             let tLo = to.dtype.byteCount(elements: first)!, tLen = to.dtype.byteCount(elements: count)!
+            let s: [UInt8]? = enc.needsSource ? try source(from.dtype.byteCount(elements: first)!, from.dtype.byteCount(elements: count)!) : nil
             var out = [UInt8](repeating: 0, count: tLen)
-            if enc.needsSource {
-                let sLo = from.dtype.byteCount(elements: first)!, sLen = from.dtype.byteCount(elements: count)!
-                let s = try src.read(count: sLen, at: it.info.offset + sLo)
-                try frame.withUnsafeBytes { f in try s.withUnsafeBytes { sb in try out.withUnsafeMutableBytes { o in
-                    try DeltaCodec.decode(enc, dtype: to.dtype, frame: f, source: sb, into: o, reverse: reverseDecode, tensor: e.name)
-                } } }
-            } else {
-                try frame.withUnsafeBytes { f in try out.withUnsafeMutableBytes { o in
+            try frame.withUnsafeBytes { f in try out.withUnsafeMutableBytes { o in
+                if let s {
+                    try s.withUnsafeBytes { try DeltaCodec.decode(enc, dtype: to.dtype, frame: f, source: $0, into: o, reverse: reverseDecode, tensor: e.name) }
+                } else {
                     try DeltaCodec.decode(enc, dtype: to.dtype, frame: f, source: nil, into: o, reverse: false, tensor: e.name)
-                } }
-            }
+                }
+            } }
             h.update(data: out)
-            try dst.write(out, at: it.info.offset + tLo)
-            CrashPoints.hit("data: wrote frame \(i) of \(e.name)")
+            try sink(tLo, out)
         }
         let got = hex(h.finalize())
         guard got == to.sha256 else {
@@ -314,8 +323,12 @@ public enum PatchApplier {
         defer { withExtendedLifetime(lock) {} }
         try Journal.recover(location: ckpt.location)
         let items = try items(patch, ckpt)
-        for it in items where it.entry.base.dtype != it.entry.patched.dtype || it.entry.base.byteCount != it.entry.patched.byteCount {
-            throw PatchError.layoutChange("tensor \(it.entry.name) changes dtype (\(it.entry.base.dtype.rawValue) → \(it.entry.patched.dtype.rawValue)); applying layout-changing patches is not supported yet")
+        if items.contains(where: changesLayout) {
+            guard ckpt.format == .gguf else { throw unsupportedLayoutChange(items) }
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+            let target = directory.appendingPathComponent(ckpt.location.lastPathComponent)
+            if FileIO.exists(target) { throw PatchError.io(path: target.path, operation: "refusing to overwrite", errno: EEXIST) }
+            return try rewriteLayout(patch, ckpt, items, revert: false, output: target, options: options)
         }
         options.progress?("checking \(items.count) tensors")
         let shas = try hashRegions(items)
@@ -354,6 +367,61 @@ public enum PatchApplier {
             try FileIO.syncDirectory(directory)
         } catch {
             for t in tmp { try? FileIO.unlink(t) }
+            throw error
+        }
+    }
+}
+
+extension PatchApplier {
+    static func changesLayout(_ it: Item) -> Bool {
+        it.entry.base.dtype != it.entry.patched.dtype || it.entry.base.byteCount != it.entry.patched.byteCount
+    }
+
+    static func unsupportedLayoutChange(_ items: [Item]) -> PatchError {
+        let it = items.first(where: changesLayout)!
+        return .layoutChange("tensor \(it.entry.name) changes dtype (\(it.entry.base.dtype.rawValue) → \(it.entry.patched.dtype.rawValue)); applying a layout-changing patch to a safetensors checkpoint is not supported yet (GGUF is); nothing was written")
+    }
+
+    /// Where a GGUF rewrite is built before it is renamed over `target`.
+    static func rewriteTemporary(_ target: URL) -> URL {
+        target.deletingLastPathComponent().appendingPathComponent(".\(target.lastPathComponent).lftfpatch-tmp")
+    }
+
+    /// A patch that changes tensor sizes (e.g. Q4_1 → F16): the GGUF file is rewritten with the
+    /// new tensors (offsets shift) into a temporary file next to `output`, fsynced, and renamed
+    /// over it: the rename is atomic, so a crash leaves the old file whole (and a stale
+    /// temporary that the next command deletes). Memory: the touched tensors, decoded.
+    static func rewriteLayout(_ patch: PatchFile, _ ckpt: Checkpoint, _ items: [Item], revert: Bool, output: URL,
+                              options: ApplyOptions) throws {
+        guard let g = ckpt as? GGUFCheckpoint else { throw unsupportedLayoutChange(items) }
+        let m = patch.manifest
+        options.progress?("checking \(items.count) tensors")
+        let shas = try hashRegions(items)
+        try refuse(items, zip(items, shas).map { classify($0.0, sha: $0.1) }, shas, revert: revert)
+        if !options.ignoreFingerprint {
+            let fp = try Fingerprint.of(ckpt)
+            let want = revert ? m.patched.fingerprint : m.base.fingerprint
+            if fp != want { throw PatchError.fingerprintMismatch(expected: want, actual: fp) }
+        }
+        var replacing: [String: GGUFReplacement] = [:]
+        for it in items {
+            let to = revert ? it.entry.base : it.entry.patched
+            guard let type = GGMLType(to.dtype) else { throw PatchError.unsupported("GGUF cannot hold \(to.dtype.rawValue)") }
+            replacing[it.entry.name] = GGUFReplacement(type: type, bytes: try decodeInMemory(patch, it, revert: revert))
+        }
+        options.progress?("rewriting \(output.lastPathComponent) (\(items.count) tensors change size)")
+        let tmp = rewriteTemporary(output)
+        try? FileIO.unlink(tmp)
+        do {
+            try GGUFFile.rewrite(g, to: tmp, replacing: replacing)
+            CrashPoints.hit("rewrite: written")
+            try FileDescriptor(tmp.path, flags: O_RDWR).sync()
+            CrashPoints.hit("rewrite: synced")
+            try FileIO.rename(tmp, output)
+            try FileIO.syncDirectory(output.deletingLastPathComponent())
+            CrashPoints.hit("rewrite: renamed")
+        } catch {
+            try? FileIO.unlink(tmp)
             throw error
         }
     }

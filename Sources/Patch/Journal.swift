@@ -72,6 +72,9 @@ public enum Journal {
     /// uncommitted one. The caller holds the checkpoint lock. Call before reading the checkpoint.
     @discardableResult
     public static func recover(location: URL) throws -> Outcome {
+        // A GGUF rewrite interrupted before its rename: the original is whole; drop the temporary.
+        let tmp = PatchApplier.rewriteTemporary(location)
+        if FileIO.exists(tmp) { try FileIO.unlink(tmp) }
         let j = url(for: location)
         guard FileIO.exists(j) else { return .clean }
         let dir = directory(for: location)
@@ -181,7 +184,7 @@ public enum PatchRecovery {
     /// it; without a journal it costs one `access()`.
     @discardableResult
     public static func recover(_ location: URL) throws -> Journal.Outcome {
-        guard FileIO.exists(Journal.url(for: location)) else { return .clean }
+        guard FileIO.exists(Journal.url(for: location)) || FileIO.exists(PatchApplier.rewriteTemporary(location)) else { return .clean }
         let lock = try CheckpointLock(location)
         defer { withExtendedLifetime(lock) {} }
         return try Journal.recover(location: location)

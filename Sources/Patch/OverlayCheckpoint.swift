@@ -62,33 +62,14 @@ public final class OverlayCheckpoint: Checkpoint {
 }
 
 extension PatchApplier {
-    /// The patched bytes of one tensor, decoded from the base's bytes in memory.
-    static func decodeInMemory(_ patch: PatchFile, _ it: Item) throws -> [UInt8] {
-        let e = it.entry
+    /// The patched bytes of one tensor (or, with `revert`, the base bytes), decoded in memory
+    /// from the checkpoint's current bytes of it, and checked against the manifest's SHA-256.
+    static func decodeInMemory(_ patch: PatchFile, _ it: Item, revert: Bool = false) throws -> [UInt8] {
         let src = try FileDescriptor(it.file.path, flags: O_RDONLY)
-        let n = ModelFormats.elementCount(e.patched.shape)!
-        var out = [UInt8](repeating: 0, count: e.patched.byteCount!)
-        guard let enc = DeltaEncoding(rawValue: e.forward.encoding) else {
-            throw PatchError.unsupportedEncoding(tensor: e.name, encoding: e.forward.encoding)
-        }
-        for i in 0..<e.forward.frameSizes.count {
-            let (frame, first, count) = try patch.frame(e.forward, i, elements: n)
-            let tLo = e.patched.dtype.byteCount(elements: first)!, tLen = e.patched.dtype.byteCount(elements: count)!
-            let s: [UInt8]? = enc.needsSource ? try src.read(count: e.base.dtype.byteCount(elements: count)!,
-                                                             at: it.info.offset + e.base.dtype.byteCount(elements: first)!) : nil
-            try frame.withUnsafeBytes { f in try out.withUnsafeMutableBytes { o in
-                let part = UnsafeMutableRawBufferPointer(rebasing: o[tLo..<(tLo + tLen)])
-                if let s {
-                    try s.withUnsafeBytes { try DeltaCodec.decode(enc, dtype: e.patched.dtype, frame: f, source: $0, into: part, reverse: false, tensor: e.name) }
-                } else {
-                    try DeltaCodec.decode(enc, dtype: e.patched.dtype, frame: f, source: nil, into: part, reverse: false, tensor: e.name)
-                }
-            } }
-        }
-        let got = out.withUnsafeBytes { sha256Hex($0) }
-        guard got == e.patched.sha256 else {
-            throw PatchError.corruptFrame(tensor: e.name, detail: "decoded tensor has SHA-256 \(got.prefix(16))…, expected \(e.patched.sha256.prefix(16))…")
-        }
+        var out = [UInt8](repeating: 0, count: (revert ? it.entry.base : it.entry.patched).byteCount!)
+        try decodeFrames(patch, it.entry, revert: revert,
+                         source: { try src.read(count: $1, at: it.info.offset + $0) },
+                         sink: { lo, bytes in out.replaceSubrange(lo..<(lo + bytes.count), with: bytes) })
         return out
     }
 }

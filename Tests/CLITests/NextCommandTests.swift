@@ -91,6 +91,29 @@ final class NextCommandTests: XCTestCase {
         }
     }
 
+    /// The same prompts on the F32 safetensors conversion: HF tokenizer.json, HF names,
+    /// rotate-half RoPE; identical token ids and the same reference figures.
+    func testConvertedSafetensorsMatchesReference() throws {
+        let model = try requireSampleModel()
+        let ref = try reference()
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("next-st-\(getpid())")
+        try? FileManager.default.removeItem(at: dir)
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let out = dir.appendingPathComponent("smollm2-f32")
+        let c = try run(["convert", model.path, "--to", "safetensors", "--dtype", "f32", "-o", out.path, "--quiet"])
+        XCTAssertEqual(c.status, 0, c.err)
+        let file = dir.appendingPathComponent("prompts.txt")
+        try (ref.prompts.map(\.prompt).joined(separator: "\n") + "\n").write(to: file, atomically: true, encoding: .utf8)
+        let r = try run(["next", out.path, "--prompts", file.path, "--word", " he", "--word", " she", "--json"])
+        XCTAssertEqual(r.status, 0, r.err)
+        let lines = r.out.split(separator: "\n")
+        XCTAssertEqual(lines.count, ref.prompts.count)
+        for (l, p) in zip(lines, ref.prompts) {
+            check(try JSONDecoder().decode(NextOutput.self, from: Data(l.utf8)), p)
+        }
+    }
+
     func testTextOutput() throws {
         let model = try requireSampleModel()
         let r = try run(["next", model.path, "The nurse smiled because", "--word", " he"])

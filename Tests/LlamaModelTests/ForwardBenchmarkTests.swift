@@ -42,3 +42,29 @@ final class ForwardBenchmarkTests: XCTestCase {
         }
     }
 }
+
+/// A big checkpoint (e.g. `lftf-patch synth --preset 7b`) through the engine with a bounded
+/// weight cache: LFTF_BENCH_MODEL=DIR LFTF_BENCH_CACHE_GIB=4 (only with LFTF_BENCH=1).
+/// Prints the time and the process's peak RSS.
+final class ForwardBigModelBenchmarkTests: XCTestCase {
+    func testBigModelStreaming() throws {
+        let env = ProcessInfo.processInfo.environment
+        guard env["LFTF_BENCH"] == "1", let path = env["LFTF_BENCH_MODEL"] else { throw XCTSkip("set LFTF_BENCH=1 LFTF_BENCH_MODEL=DIR") }
+        let gib = Double(env["LFTF_BENCH_CACHE_GIB"] ?? "4") ?? 4
+        let clock = ContinuousClock()
+        let t0 = clock.now
+        let model = try LlamaModel(checkpoint: openCheckpoint(URL(fileURLWithPath: path)),
+                                   options: .init(weightCacheBytes: Int(gib * Double(1 << 30))))
+        let t1 = clock.now
+        let V = model.config.vocabSize
+        let prompts = (0..<8).map { i in (0..<8).map { (i * 131 + $0 * 17 + 1) % V } }
+        let out = try model.lastTokenLogits(prompts: prompts, collectHidden: true)
+        let t2 = clock.now
+        XCTAssertTrue(out.logits.allSatisfy { $0.isFinite })
+        var ru = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &ru)
+        func s(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18 }
+        print(String(format: "big model %s: %d blocks, %d cached (%.1f GiB budget); load %.1f s, 8x8 tokens forward %.1f s; peak RSS %.2f GiB",
+                     (path as NSString).utf8String!, model.config.numLayers, model.cachedBlockCount, gib, s(t1 - t0), s(t2 - t1), Double(ru.ru_maxrss) / 1_048_576))
+    }
+}
