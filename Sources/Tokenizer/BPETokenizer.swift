@@ -522,9 +522,18 @@ struct SPMCandidate {
     }
 }
 
-struct MergeHeap {
-    var items: [MergeCandidate] = []
-    mutating func push(_ c: MergeCandidate) {
+/// An element of a `MinHeap`: `before` is the strict order, earliest first.
+protocol HeapOrdered {
+    func before(_ o: Self) -> Bool
+}
+
+extension MergeCandidate: HeapOrdered {}
+extension SPMCandidate: HeapOrdered {}
+
+/// Binary heap that pops the element that comes `before` all others.
+struct MinHeap<Element: HeapOrdered> {
+    var items: [Element] = []
+    mutating func push(_ c: Element) {
         items.append(c)
         var i = items.count - 1
         while i > 0 {
@@ -532,7 +541,7 @@ struct MergeHeap {
             if items[i].before(items[p]) { items.swapAt(i, p); i = p } else { break }
         }
     }
-    mutating func pop() -> MergeCandidate? {
+    mutating func pop() -> Element? {
         guard !items.isEmpty else { return nil }
         let top = items[0]
         let last = items.removeLast()
@@ -552,32 +561,5 @@ struct MergeHeap {
     }
 }
 
-struct SPMHeap {
-    var items: [SPMCandidate] = []
-    mutating func push(_ c: SPMCandidate) {
-        items.append(c)
-        var i = items.count - 1
-        while i > 0 {
-            let p = (i - 1) / 2
-            if items[i].before(items[p]) { items.swapAt(i, p); i = p } else { break }
-        }
-    }
-    mutating func pop() -> SPMCandidate? {
-        guard !items.isEmpty else { return nil }
-        let top = items[0]
-        let last = items.removeLast()
-        if !items.isEmpty {
-            items[0] = last
-            var i = 0
-            while true {
-                let l = 2 * i + 1, r = l + 1
-                var m = i
-                if l < items.count && items[l].before(items[m]) { m = l }
-                if r < items.count && items[r].before(items[m]) { m = r }
-                if m == i { break }
-                items.swapAt(i, m); i = m
-            }
-        }
-        return top
-    }
-}
+typealias MergeHeap = MinHeap<MergeCandidate>
+typealias SPMHeap = MinHeap<SPMCandidate>
