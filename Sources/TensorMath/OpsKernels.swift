@@ -108,19 +108,34 @@ func attentionOffsets(_ batch: PackedBatch, nHeads: Int) -> [Int] {
     return offs
 }
 
-func attentionForwardImpl(_ out: UnsafeMutablePointer<Float>, _ att: UnsafeMutablePointer<Float>?,
-                          q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
-                          batch: PackedBatch, nHeads: Int, nKVHeads: Int, headDim hd: Int) {
+/// Set-up shared by attention forward and backward: row strides of Q and K/V, query heads per
+/// KV head, softmax scale 1/√hd, and where each sequence's saved probabilities start.
+func attentionSetup(_ batch: PackedBatch, nHeads: Int, nKVHeads: Int, headDim hd: Int)
+    -> (qs: Int, kvs: Int, group: Int, scale: Float, attOff: [Int]) {
     precondition(nKVHeads > 0 && nHeads % nKVHeads == 0, "nHeads \(nHeads) not a multiple of nKVHeads \(nKVHeads)")
-    let qs = nHeads * hd, kvs = nKVHeads * hd, group = nHeads / nKVHeads
-    let scaleF = 1 / Float(hd).squareRoot()
-    let attOff = attentionOffsets(batch, nHeads: nHeads)
-    let lengths = batch.lengths, offsets = batch.offsets
+    return (nHeads * hd, nKVHeads * hd, nHeads / nKVHeads, 1 / Float(hd).squareRoot(),
+            attentionOffsets(batch, nHeads: nHeads))
+}
 
-    // Short sequences: one work item per (sequence, head), in parallel.
+/// Sequences shorter than `attentionSgemmMinLength` (and not empty), which the kernels handle
+/// without sgemm; the longest of them; and their total work, which decides whether to go parallel.
+func attentionShortSequences(_ batch: PackedBatch, nHeads: Int, headDim hd: Int)
+    -> (seqs: [Int], maxLength: Int, work: Int) {
+    let lengths = batch.lengths
     let shortSeqs = lengths.indices.filter { lengths[$0] > 0 && lengths[$0] < attentionSgemmMinLength }
     let maxShort = shortSeqs.map { lengths[$0] }.max() ?? 0
     let work = shortSeqs.reduce(0) { $0 + lengths[$1] * lengths[$1] } * nHeads * hd
+    return (shortSeqs, maxShort, work)
+}
+
+func attentionForwardImpl(_ out: UnsafeMutablePointer<Float>, _ att: UnsafeMutablePointer<Float>?,
+                          q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
+                          batch: PackedBatch, nHeads: Int, nKVHeads: Int, headDim hd: Int) {
+    let (qs, kvs, group, scaleF, attOff) = attentionSetup(batch, nHeads: nHeads, nKVHeads: nKVHeads, headDim: hd)
+    let lengths = batch.lengths, offsets = batch.offsets
+
+    // Short sequences: one work item per (sequence, head), in parallel.
+    let (shortSeqs, maxShort, work) = attentionShortSequences(batch, nHeads: nHeads, headDim: hd)
     parallelRanges(shortSeqs.count * nHeads, minChunk: work > 1 << 16 ? 1 : Int.max / 4) { items in
         withUnsafeTemporaryAllocation(of: Float.self, capacity: max(maxShort, 1)) { buf in
             let p = buf.baseAddress!
@@ -184,18 +199,13 @@ func attentionBackwardImpl(dq: UnsafeMutablePointer<Float>, dk: UnsafeMutablePoi
                            q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
                            att: UnsafePointer<Float>, batch: PackedBatch,
                            nHeads: Int, nKVHeads: Int, headDim hd: Int) {
-    precondition(nKVHeads > 0 && nHeads % nKVHeads == 0, "nHeads \(nHeads) not a multiple of nKVHeads \(nKVHeads)")
-    let qs = nHeads * hd, kvs = nKVHeads * hd, group = nHeads / nKVHeads
-    let scaleF = 1 / Float(hd).squareRoot()
-    let attOff = attentionOffsets(batch, nHeads: nHeads)
+    let (qs, kvs, group, scaleF, attOff) = attentionSetup(batch, nHeads: nHeads, nKVHeads: nKVHeads, headDim: hd)
     let lengths = batch.lengths, offsets = batch.offsets
 
     // forward: S = scale · Q Kᵀ (causal), P = softmax(S), O = P V
     // dV += Pᵀ dO;  dP = dO Vᵀ;  dS = P ⊙ (dP − rowsum(P ⊙ dP));  dQ += scale · dS K;  dK += scale · dSᵀ Q
     // Work items are (sequence, KV head): the query heads sharing a KV head add into the same dK/dV.
-    let shortSeqs = lengths.indices.filter { lengths[$0] > 0 && lengths[$0] < attentionSgemmMinLength }
-    let maxShort = shortSeqs.map { lengths[$0] }.max() ?? 0
-    let work = shortSeqs.reduce(0) { $0 + lengths[$1] * lengths[$1] } * nHeads * hd
+    let (shortSeqs, maxShort, work) = attentionShortSequences(batch, nHeads: nHeads, headDim: hd)
     parallelRanges(shortSeqs.count * nKVHeads, minChunk: work > 1 << 16 ? 1 : Int.max / 4) { items in
         withUnsafeTemporaryAllocation(of: Float.self, capacity: max(maxShort, 1)) { buf in
             let dp = buf.baseAddress!
