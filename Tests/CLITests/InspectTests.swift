@@ -13,17 +13,8 @@ struct CLIRun {
     }
 
     static func run(_ args: [String]) throws -> CLIRun {
-        let p = Process()
-        p.executableURL = binary
-        p.arguments = args
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out; p.standardError = err
-        try p.run()
-        // Read before waiting so a large output cannot fill the pipe and stall the child.
-        let o = out.fileHandleForReading.readDataToEndOfFile()
-        let e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return CLIRun(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
+        let r = try runProcess(binary, args)
+        return CLIRun(status: r.status, stdout: r.stdout, stderr: r.stderr)
     }
 
     func json() throws -> [String: Any] {
@@ -86,12 +77,7 @@ final class InspectTests: XCTestCase {
             let off = try XCTUnwrap(t["offset"] as? Int), n = try XCTUnwrap(t["bytes"] as? Int)
             let tmp = try cliTempDir("hash").appendingPathComponent("t.bin")
             try file.subdata(in: off..<(off + n)).write(to: tmp)
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: "/usr/bin/sha256sum")
-            p.arguments = [tmp.path]
-            let pipe = Pipe(); p.standardOutput = pipe
-            try p.run(); p.waitUntilExit()
-            let expected = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).prefix(64)
+            let expected = try runProcess(URL(fileURLWithPath: "/usr/bin/sha256sum"), [tmp.path]).stdout.prefix(64)
             XCTAssertEqual(t["sha256"] as? String, String(expected), t["name"] as? String ?? "")
         }
     }

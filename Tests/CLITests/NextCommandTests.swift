@@ -43,16 +43,8 @@ final class NextCommandTests: XCTestCase {
     }
 
     private func run(_ args: [String]) throws -> (status: Int32, out: String, err: String) {
-        let p = Process()
-        p.executableURL = try binary()
-        p.arguments = args
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out; p.standardError = err
-        try p.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile()
-        let e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+        let r = try runProcess(try binary(), args)
+        return (r.status, r.stdout, r.stderr)
     }
 
     private func check(_ o: NextOutput, _ r: Reference.Prompt, file: StaticString = #filePath, line: UInt = #line) {

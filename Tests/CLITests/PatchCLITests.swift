@@ -14,23 +14,14 @@ struct PatchRun {
     var stderr: String
 
     static func run(_ args: [String], env: [String: String] = [:], shell: String? = nil) throws -> PatchRun {
-        let p = Process()
+        let environment = ProcessInfo.processInfo.environment.merging(env) { $1 }
+        let r: ProcessOutput
         if let shell {   // e.g. "ulimit -f 64; exec \"$0\" \"$@\""
-            p.executableURL = URL(fileURLWithPath: "/bin/bash")
-            p.arguments = ["-c", shell, CLIRun.binary.path] + args
+            r = try runProcess(URL(fileURLWithPath: "/bin/bash"), ["-c", shell, CLIRun.binary.path] + args, environment: environment)
         } else {
-            p.executableURL = CLIRun.binary
-            p.arguments = args
+            r = try runProcess(CLIRun.binary, args, environment: environment)
         }
-        p.environment = ProcessInfo.processInfo.environment.merging(env) { $1 }
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out; p.standardError = err
-        try p.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile()
-        let e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return PatchRun(status: p.terminationStatus, killed: p.terminationReason == .uncaughtSignal,
-                        stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
+        return PatchRun(status: r.status, killed: r.killed, stdout: r.stdout, stderr: r.stderr)
     }
 }
 
@@ -180,10 +171,7 @@ final class PatchCLITests: XCTestCase {
             b.removeLast(32)
             let tmp = patch.deletingLastPathComponent().appendingPathComponent("body.bin")
             try Data(b).write(to: tmp)
-            let p = Process(); let out = Pipe()
-            p.executableURL = URL(fileURLWithPath: "/usr/bin/sha256sum"); p.arguments = [tmp.path]; p.standardOutput = out
-            try p.run(); let o = out.fileHandleForReading.readDataToEndOfFile(); p.waitUntilExit()
-            let hex = Array(String(decoding: o, as: UTF8.self).prefix(64).utf8)
+            let hex = Array(try runProcess(URL(fileURLWithPath: "/usr/bin/sha256sum"), [tmp.path]).stdout.prefix(64).utf8)
             for i in 0..<32 { b.append(UInt8(String(decoding: hex[(2 * i)..<(2 * i + 2)], as: UTF8.self), radix: 16)!) }
         }
         let u = patch.deletingLastPathComponent().appendingPathComponent(name)
