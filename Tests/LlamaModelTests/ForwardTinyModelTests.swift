@@ -33,16 +33,11 @@ final class MemoryCheckpoint: Checkpoint {
     }
 }
 
-/// SplitMix64, so the tiny models are the same on every machine.
+/// SplitMix64 (ModelFormats' SyntheticRNG), so the tiny models are the same on every machine.
 struct SeededRandom {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E3779B97F4A7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58476D1CE4E5B9
-        z = (z ^ (z >> 27)) &* 0x94D049BB133111EB
-        return z ^ (z >> 31)
-    }
+    var rng: SyntheticRNG
+    init(state: UInt64) { rng = SyntheticRNG(seed: state) }
+    mutating func next() -> UInt64 { rng.next() }
     /// Uniform in [-scale, scale).
     mutating func uniform(_ scale: Float) -> Float { (Float(next() >> 40) / Float(1 << 24) * 2 - 1) * scale }
     mutating func array(_ n: Int, scale: Float, offset: Float = 0) -> [Float] { (0..<n).map { _ in offset + uniform(scale) } }

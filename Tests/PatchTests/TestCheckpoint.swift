@@ -68,16 +68,11 @@ final class TestCheckpoint: Checkpoint {
     func floats(_ t: TensorInfo) throws -> [Float] { [] }
 }
 
-/// Deterministic pseudo-random numbers (SplitMix64) for test data.
+/// Deterministic pseudo-random numbers (SplitMix64, ModelFormats' SyntheticRNG) for test data.
 struct SplitMix {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+    var rng: SyntheticRNG
+    init(state: UInt64) { rng = SyntheticRNG(seed: state) }
+    mutating func next() -> UInt64 { rng.next() }
     mutating func uniform() -> Double { Double(next() >> 11) / Double(1 << 53) }
     mutating func normal() -> Double {
         let u = max(uniform(), 1e-300), v = uniform()
