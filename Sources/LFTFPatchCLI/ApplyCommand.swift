@@ -65,13 +65,4 @@ func patchCommand(_ body: () throws -> Void) throws {
     }
 }
 
-/// Finishes or rolls back an interrupted apply/revert on the checkpoint, then opens it.
-func openRecovered(_ path: String, quiet: Bool = false) throws -> any Checkpoint {
-    let url = URL(fileURLWithPath: path)
-    if case .rolledBack(let n) = try PatchRecovery.recover(url), !quiet {
-        printErr("rolled back an interrupted apply/revert on \(path) (\(n) tensors restored)")
-    }
-    return try openCheckpoint(url)
-}
-
 func elapsed(_ start: Date) -> String { String(format: "%.2f s", Date().timeIntervalSince(start)) }

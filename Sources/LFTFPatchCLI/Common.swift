@@ -1,5 +1,7 @@
 import ArgumentParser
 import Foundation
+import ModelFormats
+import Patch
 
 // Shared CLI plumbing: exit codes, error reporting, --json printing, human-readable sizes.
 //
@@ -71,4 +73,13 @@ func parseByteSize(_ s: String) -> Int? {
     }
     guard let v = Int(t), v > 0 else { return nil }
     return v
+}
+
+/// Finishes or rolls back an interrupted apply/revert on the checkpoint, then opens it.
+func openRecovered(_ path: String, quiet: Bool = false) throws -> any Checkpoint {
+    let url = URL(fileURLWithPath: path)
+    if case .rolledBack(let n) = try PatchRecovery.recover(url), !quiet {
+        printErr("rolled back an interrupted apply/revert on \(path) (\(n) tensors restored)")
+    }
+    return try openCheckpoint(url)
 }

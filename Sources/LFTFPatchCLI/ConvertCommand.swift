@@ -45,7 +45,7 @@ struct ConvertCommand: ParsableCommand {
 
     func run() throws {
         let src = URL(fileURLWithPath: model)
-        let ckpt = try openCheckpoint(src)
+        let ckpt = try openRecovered(src.path)
         guard let gguf = ckpt as? GGUFCheckpoint else {
             throw ConvertError.notGGUF(path: src.path)
         }

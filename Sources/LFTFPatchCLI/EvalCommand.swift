@@ -69,7 +69,7 @@ struct EvalCommand: ParsableCommand {
         }
         prompts = try Dataset.select(prompts, split: split.flatMap(Split.init(rawValue:)))
 
-        let baseCheckpoint = try openCheckpoint(URL(fileURLWithPath: model))
+        let baseCheckpoint = try openRecovered(model)
         let tokenizer = try loadTokenizer(for: baseCheckpoint)
         let he = Int(try tokenizer.singleTokenID(for: " he"))
         let she = Int(try tokenizer.singleTokenID(for: " she"))

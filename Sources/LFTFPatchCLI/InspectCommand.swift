@@ -39,7 +39,7 @@ struct InspectCommand: ParsableCommand {
     }
 
     func run() throws {
-        let ckpt = try openCheckpoint(URL(fileURLWithPath: model))
+        let ckpt = try openRecovered(model)
         var tensors: [Report.Tensor] = []
         for t in ckpt.tensors {
             var digest: String? = nil

@@ -81,7 +81,7 @@ struct NextCommand: ParsableCommand {
 
         let clock = ContinuousClock()
         let t0 = clock.now
-        let checkpoint = try openCheckpoint(URL(fileURLWithPath: model))
+        let checkpoint = try openRecovered(model)
         let tokenizer = try loadTokenizer(for: checkpoint)
         let t1 = clock.now
         // Words first: a word that is not one token fails before any compute.
