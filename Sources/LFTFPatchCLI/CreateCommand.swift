@@ -157,8 +157,8 @@ struct CreateCommand: ParsableCommand {
     @Option(help: "Train on at most this many bias prompts (evenly spaced over the training split).")
     var maxBiasPrompts: Int?
 
-    @Option(help: "Locate on at most this many bias prompts (evenly spaced).")
-    var locatePrompts: Int?
+    @Option(help: "Locate on at most this many training bias prompts, evenly spaced over professions and templates (0: all).")
+    var locatePrompts: Int = CreateDefaults.locatePrompts
 
     @Option(help: "Split the stored scores are measured on.")
     var evalSplit: Split = .test
@@ -211,7 +211,7 @@ struct CreateCommand: ParsableCommand {
         o.epochs = epochs; o.batchSize = batch; o.seed = seed
         o.hintPerBatch = hintPerBatch; o.neutralPerBatch = neutralPerBatch
         o.maxBiasPrompts = maxBiasPrompts ?? (loss == .paper ? nil : CreateDefaults.maxBiasPrompts)
-        o.locatePrompts = locatePrompts
+        o.locatePrompts = locatePrompts > 0 ? locatePrompts : nil
 
         // Base scores first (the model is untouched).
         let evaluator = Evaluator(he: he, she: she, encode: encode)
@@ -298,7 +298,7 @@ struct CreateCommand: ParsableCommand {
             hp["hint_per_batch"] = .number(Double(o.hintPerBatch)); hp["neutral_per_batch"] = .number(Double(o.neutralPerBatch))
         }
         if let m = o.maxBiasPrompts { hp["max_bias_prompts"] = .number(Double(m)) }
-        if let m = o.locatePrompts { hp["locate_prompts"] = .number(Double(m)) }
+        hp["locate_prompts"] = .number(Double(o.locatePrompts ?? 0))
         for (k, v) in result.counts { hp["n_" + k] = .number(Double(v)) }
         var prov = Provenance(method: allBlocks ? "FPFT" : "LFTF", locatedBlock: ranking.top,
                               bmiRanking: ranking.ranking.map { RankedBlock(block: $0, bmi: ranking.scores[$0]) },
@@ -389,6 +389,7 @@ enum CreateDefaults {
     static let hintPerBatch = 16
     static let neutralPerBatch = 8
     static let maxBiasPrompts: Int? = 320
+    static let locatePrompts = 256
 }
 
 /// Floats → bytes of `dtype` (little-endian).
