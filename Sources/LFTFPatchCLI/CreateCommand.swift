@@ -250,6 +250,7 @@ struct CreateCommand: ParsableCommand {
         let builder = PatchBuilder(base: ckpt)
         var stored: [String: DType] = [:]
         var changeReport: [String: PJSON] = [:]
+        var blockDot = 0.0, blockWant = 0.0
         for w in result.trained {
             for role in TensorRole.trainable(block: w.layer) {
                 let name = ckpt.name(for: role)
@@ -257,27 +258,34 @@ struct CreateCommand: ParsableCommand {
                 let values = w.weight(for: role)!
                 let dtype = try storedDType(for: info.dtype)
                 let bytes = try encodeTensor(values, as: dtype)
-                // How much of the change survives rounding, element by element.
+                // How much of the change survives rounding: the stored change projected on the
+                // trained one, kept = ⟨s − b, w − b⟩ / ‖w − b‖² (1: all of it; 0: none). Counting
+                // changed elements is not enough: re-quantizing moves many elements at random.
                 let baseValues = try ckpt.floats(info)
                 let roundTrip = try bytes.withUnsafeBytes { try dequantize($0, dtype: dtype, count: values.count) }
-                var changed = 0, wanted = 0, sumSq = 0.0, baseSq = 0.0
+                var changed = 0, dot = 0.0, want = 0.0, sumSq = 0.0, baseSq = 0.0
                 for i in 0..<values.count {
-                    if values[i] != baseValues[i] { wanted += 1 }
                     if roundTrip[i] != baseValues[i] { changed += 1 }
-                    let d = Double(roundTrip[i]) - Double(baseValues[i])
+                    let d = Double(roundTrip[i]) - Double(baseValues[i]), t = Double(values[i]) - Double(baseValues[i])
+                    dot += d * t; want += t * t
                     sumSq += d * d; baseSq += Double(baseValues[i]) * Double(baseValues[i])
                 }
-                if wanted > 0 && changed == 0 {
-                    throw CreateError.changeVanished(dtype: dtype, detail: "\(name): \(wanted) trained elements, none differs from the base once stored")
-                }
-                if wanted > 0 && Double(changed) < 0.5 * Double(wanted) {
-                    log.line("warning: \(name): only \(changed) of \(wanted) changed elements survive rounding to \(dtype.rawValue)")
+                let kept = want > 0 ? dot / want : 1
+                blockDot += dot; blockWant += want
+                if want > 0 && kept < 0.9 {
+                    log.line("warning: \(name): " + (kept < 0.005 ? "none" : "only " + String(format: "%.0f%%", kept * 100)) + " of the trained change survives rounding to \(dtype.rawValue)")
                 }
                 changeReport[name] = .object(["changed_fraction": .number(Double(changed) / Double(values.count)),
-                                              "relative_size": .number(baseSq > 0 ? (sumSq / baseSq).squareRoot() : 0)])
+                                              "relative_size": .number(baseSq > 0 ? (sumSq / baseSq).squareRoot() : 0),
+                                              "change_kept": .number(kept)])
                 stored[name] = dtype
                 try builder.replace(name, dtype: dtype, shape: info.shape, bytes: bytes)
             }
+        }
+        let keptAll = blockWant > 0 ? blockDot / blockWant : 1
+        if blockWant > 0 && keptAll < 0.5 {
+            throw CreateError.changeVanished(dtype: Set(stored.values).count == 1 ? stored.values.first! : .f32,
+                detail: (keptAll < 0.005 ? "none" : "only " + String(format: "%.0f%%", keptAll * 100)) + " of the trained change survives, measured as the projection of the stored change on the trained one")
         }
 
         // Provenance: every setting needed to reproduce the run (no clock, no paths).

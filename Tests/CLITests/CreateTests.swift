@@ -103,6 +103,22 @@ final class CreateTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("x.lftfpatch").path))
     }
 
+    /// A change below the stored dtype's rounding step is detected and refused, not shipped.
+    func testChangeThatVanishesOnRoundingIsRefused() throws {
+        let (model, data) = try makeModel()
+        let out = model.deletingLastPathComponent().appendingPathComponent("v.lftfpatch")
+        var r = try CLIRun.run(["create", model.path, "--data", data.path, "--lr", "1e-7", "--batch", "4", "--block", "1",
+                                "--stored-dtype", "bf16", "--eval-split", "dev", "-o", out.path])
+        XCTAssertEqual(r.status, 2)
+        XCTAssertTrue(r.stderr.contains("vanishes when its tensors are rounded to BF16"), r.stderr)
+        XCTAssertTrue(r.stderr.contains("warning: model.layers.1."), r.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out.path))
+        // The same run stored as F32 keeps the whole change.
+        r = try CLIRun.run(["create", model.path, "--data", data.path, "--lr", "1e-7", "--batch", "4", "--block", "1",
+                            "--stored-dtype", "f32", "--eval-split", "dev", "--quiet", "-o", out.path])
+        XCTAssertEqual(r.status, 0, r.stderr)
+    }
+
     func testLocateJSONAndChart() throws {
         let (model, data) = try makeModel()
         let svg = model.deletingLastPathComponent().appendingPathComponent("bmi.svg")
