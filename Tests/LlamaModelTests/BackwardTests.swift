@@ -36,25 +36,7 @@ final class RandomCheckpoint: Checkpoint {
     }
 
     func tensorInfo(named name: String) -> TensorInfo? { tensors.first { $0.name == name } }
-    func name(for role: TensorRole) -> String {
-        switch role {
-        case .tokenEmbedding: return "token_embd.weight"
-        case .outputNorm: return "output_norm.weight"
-        case .output: return "output.weight"
-        case .attnNorm(let i): return "blk.\(i).attn_norm.weight"
-        case .ffnNorm(let i): return "blk.\(i).ffn_norm.weight"
-        case .q(let i): return "blk.\(i).attn_q.weight"
-        case .k(let i): return "blk.\(i).attn_k.weight"
-        case .v(let i): return "blk.\(i).attn_v.weight"
-        case .o(let i): return "blk.\(i).attn_output.weight"
-        case .qBias(let i): return "blk.\(i).attn_q.bias"
-        case .kBias(let i): return "blk.\(i).attn_k.bias"
-        case .vBias(let i): return "blk.\(i).attn_v.bias"
-        case .gate(let i): return "blk.\(i).ffn_gate.weight"
-        case .up(let i): return "blk.\(i).ffn_up.weight"
-        case .down(let i): return "blk.\(i).ffn_down.weight"
-        }
-    }
+    func name(for role: TensorRole) -> String { TensorNames.gguf(role) }
     func rawBytes(_ tensor: TensorInfo) throws -> UnsafeRawBufferPointer { fatalError("not used") }
     func floats(_ tensor: TensorInfo) throws -> [Float] { data[tensor.name]! }
 
