@@ -85,20 +85,28 @@ extension LlamaModel {
         attentionForward(a.attnOut, saveAtt ? a.att : nil, q: a.q, k: a.k, v: a.v, batch: batch,
                          nHeads: c.numHeads, nKVHeads: c.numKVHeads, headDim: c.headDim)
         a.residualAttn.update(from: x, count: T * C)
+        outputProjectionAndMLP(w, a, rows: T, out: x)
+    }
+
+    /// The block's tail over `rows` rows, given a.attnOut and the residual already copied into
+    /// a.residualAttn: h = residual + attnOut @ Woᵀ (into a.residualAttn), then
+    /// out = h + down(silu(gate(m)) · up(m)), m = ffn_norm(h). Saves ffn-norm, gate, up, swiglu in `a`.
+    private func outputProjectionAndMLP(_ w: BlockWeights, _ a: BlockActivations, rows n: Int,
+                                        out: UnsafeMutablePointer<Float>) {
+        let c = config
+        let C = c.hiddenSize, F = c.intermediateSize, QD = c.qDim
         w.o.withUnsafeBufferPointer {
-            sgemm(transB: true, m: T, n: C, k: QD, a: a.attnOut, lda: QD, b: $0.baseAddress!, ldb: QD,
+            sgemm(transB: true, m: n, n: C, k: QD, a: a.attnOut, lda: QD, b: $0.baseAddress!, ldb: QD,
                   beta: 1, c: a.residualAttn, ldc: C)
         }
-
-        // MLP half: out = h + down(silu(gate(m)) · up(m)), m = ffn_norm(h)
-        w.ffnNorm.withUnsafeBufferPointer { rmsnormForward(a.ffnNormOut, a.ffnNormRstd, a.residualAttn, $0.baseAddress!, T: T, C: C, eps: eps) }
-        linear(a.gate, a.ffnNormOut, w.gate, nil, T: T, C: C, OC: F)
-        linear(a.up, a.ffnNormOut, w.up, nil, T: T, C: C, OC: F)
-        swigluForward(a.swiglu, gate: a.gate, up: a.up, N: T * F)
-        x.update(from: a.residualAttn, count: T * C)
+        w.ffnNorm.withUnsafeBufferPointer { rmsnormForward(a.ffnNormOut, a.ffnNormRstd, a.residualAttn, $0.baseAddress!, T: n, C: C, eps: Float(c.rmsNormEps)) }
+        linear(a.gate, a.ffnNormOut, w.gate, nil, T: n, C: C, OC: F)
+        linear(a.up, a.ffnNormOut, w.up, nil, T: n, C: C, OC: F)
+        swigluForward(a.swiglu, gate: a.gate, up: a.up, N: n * F)
+        out.update(from: a.residualAttn, count: n * C)
         w.down.withUnsafeBufferPointer {
-            sgemm(transB: true, m: T, n: C, k: F, a: a.swiglu, lda: F, b: $0.baseAddress!, ldb: F,
-                  beta: 1, c: x, ldc: C)
+            sgemm(transB: true, m: n, n: C, k: F, a: a.swiglu, lda: F, b: $0.baseAddress!, ldb: F,
+                  beta: 1, c: out, ldc: C)
         }
     }
 
@@ -126,7 +134,7 @@ extension LlamaModel {
                               out: UnsafeMutablePointer<Float>) {
         let T = batch.totalTokens, n = batch.lengths.count
         let c = config
-        let C = c.hiddenSize, F = c.intermediateSize, QD = c.qDim, KVD = c.kvDim, hd = c.headDim
+        let C = c.hiddenSize, QD = c.qDim, KVD = c.kvDim, hd = c.headDim
         let H = c.numHeads, group = c.numHeads / c.numKVHeads
         let a = scratchActivations(tokens: T)
         ensureRope(length: batch.lengths.max() ?? 0)
@@ -174,19 +182,7 @@ extension LlamaModel {
         }
         // h = x + attnOut @ Woᵀ at the last rows
         for (j, r) in rows.enumerated() { (a.residualAttn + j * C).update(from: x + r * C, count: C) }
-        w.o.withUnsafeBufferPointer {
-            sgemm(transB: true, m: n, n: C, k: QD, a: a.attnOut, lda: QD, b: $0.baseAddress!, ldb: QD,
-                  beta: 1, c: a.residualAttn, ldc: C)
-        }
-        w.ffnNorm.withUnsafeBufferPointer { rmsnormForward(a.ffnNormOut, a.ffnNormRstd, a.residualAttn, $0.baseAddress!, T: n, C: C, eps: eps) }
-        linear(a.gate, a.ffnNormOut, w.gate, nil, T: n, C: C, OC: F)
-        linear(a.up, a.ffnNormOut, w.up, nil, T: n, C: C, OC: F)
-        swigluForward(a.swiglu, gate: a.gate, up: a.up, N: n * F)
-        out.update(from: a.residualAttn, count: n * C)
-        w.down.withUnsafeBufferPointer {
-            sgemm(transB: true, m: n, n: C, k: F, a: a.swiglu, lda: F, b: $0.baseAddress!, ldb: F,
-                  beta: 1, c: out, ldc: C)
-        }
+        outputProjectionAndMLP(w, a, rows: n, out: out)
     }
 
     func scratchActivations(tokens: Int) -> BlockActivations {
