@@ -87,8 +87,8 @@ struct EvalCommand: ParsableCommand {
         }
         let showProgress = !json && isatty(fileno(stderr)) != 0
         func runModel(_ ckpt: any Checkpoint, label: String) throws -> EvalRun {
-            // Prompts of a profession share "The {profession}": computed once (PrefixSharingModel).
-            let m = PrefixSharingModel(try LlamaModel(checkpoint: ckpt))
+            // Prompts of a profession share "The {profession}": the engine computes it once.
+            let m = try LlamaModel(checkpoint: ckpt)
             return try evaluator.run(m, prompts: prompts, tokens: tokens) { done, total in
                 if showProgress { printErr("\r\(label): \(done)/\(total) prompts", terminator: done == total ? "\n" : "") }
             }
