@@ -253,7 +253,13 @@ extension LlamaModel {
     /// each prompt's last row, `body` in prompt order.
     func runGroup(_ prompts: [[Int]], range: Range<Int>, collectHidden: Bool, share: Bool,
                   body: (Int, UnsafeBufferPointer<Float>, UnsafeBufferPointer<Float>?) throws -> Void) throws {
-        let C = config.hiddenSize, L = config.numLayers, V = config.vocabSize
+        var chunk = try prepareChunk(prompts, range: range, share: share)
+        try finishChunk(&chunk, collectHidden: collectHidden, body: body)
+    }
+
+    /// Groups, lays out and embeds one chunk of prompts (blocks not run yet).
+    func prepareChunk(_ prompts: [[Int]], range: Range<Int>, share: Bool) throws -> ChunkState {
+        let C = config.hiddenSize
         let n = range.count
         let local = Array(prompts[range])
         let groups = share ? LlamaModel.prefixGroups(local, maxRows: options.maxBatchTokens)
@@ -268,7 +274,6 @@ extension LlamaModel {
         if !cur.isEmpty { layouts.append(RowLayout(cur)) }
         var bases: [Int] = [], total = 0
         for lay in layouts { bases.append(total); total += lay.rowCount }
-        lastRowCounts.computed += total
         // Row of each prompt's last token in x, by local index.
         var lastRow = [Int](repeating: 0, count: n)
         for (b, lay) in layouts.enumerated() {
@@ -278,41 +283,61 @@ extension LlamaModel {
         try x.withUnsafeMutableBufferPointer { xb in
             for (b, lay) in layouts.enumerated() { try embed(lay.tokens, into: xb.baseAddress! + bases[b] * C) }
         }
+        return ChunkState(range: range, layouts: layouts, bases: bases, lastRow: lastRow, x: x)
+    }
+
+    /// Runs blocks chunk.nextLayer..<layer (never the model's last block) on the chunk.
+    func advance(_ chunk: inout ChunkState, to layer: Int) throws {
+        let C = config.hiddenSize
+        precondition(layer < config.numLayers && chunk.nextLayer <= layer)
+        for l in chunk.nextLayer..<layer {
+            let w = try blockWeights(l)
+            let layouts = chunk.layouts, bases = chunk.bases
+            chunk.x.withUnsafeMutableBufferPointer { xb in
+                for (b, lay) in layouts.enumerated() { blockForward(w, x: xb.baseAddress! + bases[b] * C, layout: lay) }
+            }
+        }
+        chunk.nextLayer = layer
+    }
+
+    /// The rest of a chunk: its remaining blocks, the last one on the last rows only, the head,
+    /// and `body` for each prompt in order.
+    func finishChunk(_ chunk: inout ChunkState, collectHidden: Bool,
+                     body: (Int, UnsafeBufferPointer<Float>, UnsafeBufferPointer<Float>?) throws -> Void) throws {
+        let C = config.hiddenSize, L = config.numLayers, V = config.vocabSize
+        let n = chunk.range.count
+        lastRowCounts.computed += chunk.rowCount
         var hidden = collectHidden ? [Float](repeating: 0, count: n * (L + 1) * C) : []  // (n, L+1, C)
         func collect(_ layer: Int) {
-            x.withUnsafeBufferPointer { xb in
+            chunk.x.withUnsafeBufferPointer { xb in
                 hidden.withUnsafeMutableBufferPointer { hb in
                     for j in 0..<n {
-                        (hb.baseAddress! + (j * (L + 1) + layer) * C).update(from: xb.baseAddress! + lastRow[j] * C, count: C)
+                        (hb.baseAddress! + (j * (L + 1) + layer) * C).update(from: xb.baseAddress! + chunk.lastRow[j] * C, count: C)
                     }
                 }
             }
         }
-        var last = [Float](repeating: 0, count: n * C)   // (n, C) leaving the last block, by local index
-        for l in 0..<L {
+        for l in chunk.nextLayer..<L {
             if collectHidden { collect(l) }
-            let w = try blockWeights(l)
-            x.withUnsafeMutableBufferPointer { xb in
-                for (b, lay) in layouts.enumerated() {
-                    let xs = xb.baseAddress! + bases[b] * C
-                    if l == L - 1 {
-                        // Only the last rows leave the model: skip everything but K/V elsewhere.
-                        var out = [Float](repeating: 0, count: lay.lastRows.count * C)
-                        out.withUnsafeMutableBufferPointer { ob in
-                            lastRowsBlockForward(w, x: xs, layout: lay, out: ob.baseAddress!)
-                            last.withUnsafeMutableBufferPointer { lb in
-                                for (m, j) in lay.memberIndex.enumerated() {
-                                    (lb.baseAddress! + j * C).update(from: ob.baseAddress! + m * C, count: C)
-                                }
-                            }
+            if l < L - 1 { try advance(&chunk, to: l + 1) }
+        }
+        // The last block: only the last rows leave the model, so skip everything but K/V elsewhere.
+        var last = [Float](repeating: 0, count: n * C)   // (n, C) leaving the last block, by local index
+        let w = try blockWeights(L - 1)
+        chunk.x.withUnsafeMutableBufferPointer { xb in
+            for (b, lay) in chunk.layouts.enumerated() {
+                var out = [Float](repeating: 0, count: lay.lastRows.count * C)
+                out.withUnsafeMutableBufferPointer { ob in
+                    lastRowsBlockForward(w, x: xb.baseAddress! + chunk.bases[b] * C, layout: lay, out: ob.baseAddress!)
+                    last.withUnsafeMutableBufferPointer { lb in
+                        for (m, j) in lay.memberIndex.enumerated() {
+                            (lb.baseAddress! + j * C).update(from: ob.baseAddress! + m * C, count: C)
                         }
-                    } else {
-                        blockForward(w, x: xs, layout: lay)
                     }
                 }
             }
         }
-        x = []
+        chunk.x = []
         if collectHidden {
             hidden.withUnsafeMutableBufferPointer { hb in
                 last.withUnsafeBufferPointer { lb in
@@ -328,13 +353,85 @@ extension LlamaModel {
                 try hidden.withUnsafeBufferPointer { hp in
                     for j in s..<e {
                         let h = collectHidden ? UnsafeBufferPointer(rebasing: hp[(j * (L + 1) * C)..<((j + 1) * (L + 1) * C)]) : nil
-                        try body(range.lowerBound + j, UnsafeBufferPointer(rebasing: lp[((j - s) * V)..<((j - s + 1) * V)]), h)
+                        try body(chunk.range.lowerBound + j, UnsafeBufferPointer(rebasing: lp[((j - s) * V)..<((j - s + 1) * V)]), h)
                     }
                 }
             }
             s = e
         }
     }
+
+    // MARK: - Resuming from a saved residual stream (eval --patch)
+
+    /// `forEachLastToken` that also returns every computed row's residual stream entering block
+    /// `layer`. A model that differs from this one only in blocks `layer...` (a patched model)
+    /// can then answer the same prompts with `forEachLastToken(resuming:)`, skipping blocks
+    /// 0..<layer, with exactly the results of running them. Memory: rows · C floats.
+    public func forEachLastToken(prompts: [[Int]], savingInputOf layer: Int, sharePrefixes: Bool? = nil,
+                                 body: (Int, UnsafeBufferPointer<Float>) throws -> Void) throws -> ResidualSnapshot {
+        guard layer >= 0 && layer < config.numLayers else {
+            throw LlamaModelError.layerOutOfRange(layer, numLayers: config.numLayers)
+        }
+        let V = config.vocabSize
+        for (i, p) in prompts.enumerated() {
+            guard !p.isEmpty else { throw LlamaModelError.emptyPrompt(index: i) }
+            for id in p where id < 0 || id >= V { throw LlamaModelError.tokenOutOfRange(id: id, vocabSize: V, prompt: i) }
+        }
+        let share = sharePrefixes ?? options.sharePrefixes
+        lastRowCounts = (0, prompts.reduce(0) { $0 + $1.count })
+        var chunks: [ChunkState] = []
+        var start = 0
+        while start < prompts.count {
+            var end = start, tokens = 0
+            while end < prompts.count && (end == start || tokens + prompts[end].count <= options.groupTokens) {
+                tokens += prompts[end].count; end += 1
+            }
+            var chunk = try prepareChunk(prompts, range: start..<end, share: share)
+            try advance(&chunk, to: min(layer, config.numLayers - 1))
+            chunks.append(chunk)   // a copy: x is copied on the next write
+            try finishChunk(&chunk, collectHidden: false) { i, logits, _ in try body(i, logits) }
+            start = end
+        }
+        return ResidualSnapshot(prompts: prompts, layer: layer, hiddenSize: config.hiddenSize, chunks: chunks)
+    }
+
+    /// Answers `snapshot.prompts` starting at block `snapshot.layer` from the saved residual
+    /// streams (see `forEachLastToken(prompts:savingInputOf:)`): blocks before it are not run.
+    public func forEachLastToken(resuming snapshot: ResidualSnapshot,
+                                 body: (Int, UnsafeBufferPointer<Float>) throws -> Void) throws {
+        guard snapshot.hiddenSize == config.hiddenSize, snapshot.layer < config.numLayers else {
+            throw LlamaModelError.badConfig("a residual snapshot of hidden size \(snapshot.hiddenSize) at block \(snapshot.layer) does not fit this model")
+        }
+        lastRowCounts = (0, snapshot.prompts.reduce(0) { $0 + $1.count })
+        for saved in snapshot.chunks {
+            var chunk = saved
+            try finishChunk(&chunk, collectHidden: false) { i, logits, _ in try body(i, logits) }
+        }
+    }
+}
+
+/// One chunk of prompts between blocks: layouts, rows, and the residual stream.
+struct ChunkState {
+    var range: Range<Int>
+    var layouts: [RowLayout]
+    var bases: [Int]
+    var lastRow: [Int]
+    var x: [Float]
+    /// The next block to run.
+    var nextLayer = 0
+    var rowCount: Int { layouts.reduce(0) { $0 + $1.rowCount } }
+}
+
+/// Residual streams entering one block for every row of a batch of prompts, to resume from.
+public struct ResidualSnapshot {
+    /// The prompts, as given.
+    public let prompts: [[Int]]
+    /// The block whose input is saved.
+    public let layer: Int
+    public let hiddenSize: Int
+    let chunks: [ChunkState]
+    /// Bytes of saved residual stream.
+    public var byteCount: Int { chunks.reduce(0) { $0 + $1.x.count } * MemoryLayout<Float>.size }
 }
 
 // MARK: - Probabilities

@@ -131,3 +131,32 @@ final class SharedPrefixTests: XCTestCase {
         XCTAssertLessThan(dShared, 1e-5)
     }
 }
+
+/// Saving the residual stream entering a block and resuming a model that differs from there on.
+final class ResumeTests: XCTestCase {
+    func testResumingEqualsTheFullPassOfTheChangedModel() throws {
+        let ck = tinyCheckpoint(seed: 31, ropeStyle: .halves, tied: false, layers: 4)
+        let opts = LlamaModel.Options(maxBatchTokens: 9, groupTokens: 20)   // several batches and chunks
+        let prompts: [[Int]] = [[5, 17, 3, 60, 2], [5, 17, 3, 61], [9], [66, 0, 33], Array(1...18), [5, 17, 3, 60, 2, 8]]
+        let base = try LlamaModel(checkpoint: ck, options: opts)
+        let plainBase = try base.lastTokenLogits(prompts: prompts)
+        var saved = [[Float]](repeating: [], count: prompts.count)
+        let snap = try base.forEachLastToken(prompts: prompts, savingInputOf: 2) { i, l in saved[i] = Array(l) }
+        XCTAssertEqual(saved.flatMap { $0 }, plainBase.logits)
+        XCTAssertEqual(snap.byteCount, base.lastRowCounts.computed * ck.config.hiddenSize * 4)
+
+        // A model whose blocks 2 and 3 differ.
+        let changed = try LlamaModel(checkpoint: ck, options: opts)
+        for l in [2, 3] {
+            let w = try changed.trainableCopy(of: l)
+            w.gate = w.gate.map { $0 * 1.5 }
+            try changed.overrideBlock(l, with: w)
+        }
+        let full = try changed.lastTokenLogits(prompts: prompts)
+        var resumed = [[Float]](repeating: [], count: prompts.count)
+        try changed.forEachLastToken(resuming: snap) { i, l in resumed[i] = Array(l) }
+        XCTAssertEqual(resumed.flatMap { $0 }, full.logits)
+        XCTAssertNotEqual(full.logits, plainBase.logits)
+        XCTAssertThrowsError(try base.forEachLastToken(prompts: prompts, savingInputOf: 4) { _, _ in })
+    }
+}
