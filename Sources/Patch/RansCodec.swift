@@ -181,7 +181,7 @@ func ransEncodeTokens(_ tokens: UnsafeBufferPointer<UInt8>, contexts: Int, ctx: 
     // Backwards, state i & 3; words are pushed and then reversed.
     var words: [UInt16] = []
     words.reserveCapacity(n / 8 + 16)
-    var x: [UInt32] = [Rans.lower, Rans.lower, Rans.lower, Rans.lower]
+    var x = [UInt32](repeating: Rans.lower, count: 4)
     var i = n - 1
     while i >= 0 {
         let c = ctx(i), t = Int(tokens[i])
@@ -206,7 +206,7 @@ final class RansTokenStream {
     let tables: UnsafeMutablePointer<UInt32>
     let tableOf: UnsafeMutablePointer<UnsafePointer<UInt32>>
     let contexts: Int
-    var state: (UInt32, UInt32, UInt32, UInt32) = (0, 0, 0, 0)
+    var state = [UInt32](repeating: 0, count: 4)
     /// The words, copied with one 0xFFFF word of padding so the decoder can read one past the
     /// end without a branch.
     private(set) var words: UnsafeMutablePointer<UInt16>
@@ -247,10 +247,12 @@ final class RansTokenStream {
             guard at == Rans.probScale else { return nil }
             tableOf[c] = UnsafePointer(tab)
         }
-        guard let w = r.varint(), let a = r.u32(), let b = r.u32(), let c = r.u32(), let d = r.u32() else { return nil }
-        for x in [a, b, c, d] where x < Rans.lower { return nil }
+        guard let w = r.varint() else { return nil }
+        for k in 0..<4 {
+            guard let x = r.u32(), x >= Rans.lower else { return nil }
+            state[k] = x
+        }
         guard r.remaining >= 2 * w else { return nil }
-        state = (a, b, c, d)
         words.deallocate()
         words = .allocate(capacity: w + 1)
         for k in 0..<w { words[k] = UnsafeRawPointer(r.base + r.pos + 2 * k).loadUnaligned(as: UInt16.self).littleEndian }
@@ -268,55 +270,49 @@ struct RansCursor {
     let words: UnsafePointer<UInt16>      // wordCount words + one padding word
     let wordCount: Int
     var pos = 0
-    var overrun = false
 
     init(_ s: RansTokenStream) {
-        (x0, x1, x2, x3) = s.state
+        (x0, x1, x2, x3) = (s.state[0], s.state[1], s.state[2], s.state[3])
         words = UnsafePointer(s.words); wordCount = s.wordCount
     }
 
-    /// One decoding step; the refill is branch-free (pos never passes wordCount: reading past
-    /// the words sets `overrun` and reads the padding word).
+    /// One decoding step; the refill is branch-free: past the last word it reads the padding
+    /// word and `pos` goes beyond `wordCount`, which `finishedExactly` reports.
     @inline(__always) static func step(_ x: inout UInt32, _ tab: UnsafePointer<UInt32>, _ words: UnsafePointer<UInt16>,
-                                       _ wordCount: Int, _ pos: inout Int, _ overrun: inout Bool) -> UInt32 {
+                                       _ wordCount: Int, _ pos: inout Int) -> UInt32 {
         let slot = x & (Rans.probScale - 1)
         let e = tab[Int(slot)]
         let y = ((e >> 12) & 0x1FFF) &* (x >> Rans.probBits) &+ slot &- (e & 0xFFF)
         let need = y < Rans.lower
-        let w = UInt32(words[pos])
-        let more = pos < wordCount
+        let w = UInt32(words[min(pos, wordCount)])
         x = need ? (y << 16 | w) : y
-        overrun = overrun || (need && !more)
-        pos &+= (need && more) ? 1 : 0
+        pos &+= need ? 1 : 0
         return e >> 25
     }
 
     /// Token `i` (state i & 3) from table `tab`.
     @inline(__always) mutating func decode(_ i: Int, _ tab: UnsafePointer<UInt32>) -> UInt32 {
-        var p = pos, o = overrun
-        defer { pos = p; overrun = o }
+        var p = pos
+        defer { pos = p }
         switch i & 3 {
-        case 0: return Self.step(&x0, tab, words, wordCount, &p, &o)
-        case 1: return Self.step(&x1, tab, words, wordCount, &p, &o)
-        case 2: return Self.step(&x2, tab, words, wordCount, &p, &o)
-        default: return Self.step(&x3, tab, words, wordCount, &p, &o)
+        case 0: return Self.step(&x0, tab, words, wordCount, &p)
+        case 1: return Self.step(&x1, tab, words, wordCount, &p)
+        case 2: return Self.step(&x2, tab, words, wordCount, &p)
+        default: return Self.step(&x3, tab, words, wordCount, &p)
         }
     }
 
     /// Tokens i, i+1, i+2, i+3 for i a multiple of 4 (states 0, 1, 2, 3).
     @inline(__always) mutating func decode4(_ t0: UnsafePointer<UInt32>, _ t1: UnsafePointer<UInt32>,
                                             _ t2: UnsafePointer<UInt32>, _ t3: UnsafePointer<UInt32>) -> (UInt32, UInt32, UInt32, UInt32) {
-        var p = pos, o = overrun
-        let k0 = Self.step(&x0, t0, words, wordCount, &p, &o)
-        let k1 = Self.step(&x1, t1, words, wordCount, &p, &o)
-        let k2 = Self.step(&x2, t2, words, wordCount, &p, &o)
-        let k3 = Self.step(&x3, t3, words, wordCount, &p, &o)
-        pos = p; overrun = o
-        return (k0, k1, k2, k3)
+        var p = pos
+        defer { pos = p }
+        return (Self.step(&x0, t0, words, wordCount, &p), Self.step(&x1, t1, words, wordCount, &p),
+                Self.step(&x2, t2, words, wordCount, &p), Self.step(&x3, t3, words, wordCount, &p))
     }
 
     var finishedExactly: Bool {
-        !overrun && pos == wordCount && x0 == Rans.lower && x1 == Rans.lower && x2 == Rans.lower && x3 == Rans.lower
+        pos == wordCount && x0 == Rans.lower && x1 == Rans.lower && x2 == Rans.lower && x3 == Rans.lower
     }
 }
 
@@ -410,14 +406,19 @@ extension DeltaCodec {
             return
         }
         let ok = aligned(source, w) { s in
-            L.width == 16 ? decodeFloatRans(L, frame, s, out, direction, UInt16.self) : decodeFloatRans(L, frame, s, out, direction, UInt32.self)
+            switch L.expShift {
+            case 7: return decodeFloatRans(frame, s, out, direction, UInt16.self, BF16Exponent.self)
+            case 10: return decodeFloatRans(frame, s, out, direction, UInt16.self, F16Exponent.self)
+            default: return decodeFloatRans(frame, s, out, direction, UInt32.self, F32Exponent.self)
+            }
         }
         guard ok else { throw PatchError.corruptFrame(tensor: tensor, detail: "float-rans stream does not decode") }
     }
 
-    private static func decodeFloatRans<T: FixedWidthInteger & UnsignedInteger, D: RansDirection>(
-        _ L: FloatLayout, _ frame: UnsafeRawBufferPointer, _ source: UnsafeRawBufferPointer,
-        _ out: UnsafeMutableRawBufferPointer, _ dir: D, _: T.Type) -> Bool {
+    private static func decodeFloatRans<T: FixedWidthInteger & UnsignedInteger, D: RansDirection, E: ExponentField>(
+        _ frame: UnsafeRawBufferPointer, _ source: UnsafeRawBufferPointer,
+        _ out: UnsafeMutableRawBufferPointer, _ dir: D, _: T.Type, _: E.Type) -> Bool {
+        let width = T.bitWidth
         let n = out.count / MemoryLayout<T>.size
         guard source.count >= out.count else { return false }
         var r = ByteReader(frame)
@@ -428,7 +429,7 @@ extension DeltaCodec {
             guard let s = RansTokenStream(&r, contexts: 2, maxTokens: Rans.maxTokens(bits: 32)) else { return false }
             crossStream = s
         }
-        guard let main = RansTokenStream(&r, contexts: L.contexts, maxTokens: Rans.maxTokens(bits: L.width)),
+        guard let main = RansTokenStream(&r, contexts: Int(E.mask) + 1, maxTokens: Rans.maxTokens(bits: width)),
               let extraBytes = r.varint(), extraBytes == r.remaining else { return false }
         var bits = BitReader(r.base + r.pos, count: extraBytes)
         var crossAt = [Int](), crossStep = [Int32]()
@@ -448,7 +449,7 @@ extension DeltaCodec {
         }
         let sp = source.baseAddress!.assumingMemoryBound(to: T.self)
         let op = out.baseAddress!.assumingMemoryBound(to: T.self)
-        let shift = L.expShift, mask = L.expMask, contexts = Int32(L.contexts)
+        let shift = E.shift, mask = E.mask, contexts = Int32(E.mask) + 1
         let tableOf = main.tableOf
         let limit = UInt32(T.max)
         var c = RansCursor(main)
@@ -483,8 +484,9 @@ extension DeltaCodec {
                 let r0 = dir.reverse(i), r1 = dir.reverse(i + 1), r2 = dir.reverse(i + 2), r3 = dir.reverse(i + 3)
                 let t0 = Rans.apply(s0, z0, r0), t1 = Rans.apply(s1, z1, r1)
                 let t2 = Rans.apply(s2, z2, r2), t3 = Rans.apply(s3, z3, r3)
-                bad |= (((UInt32(t0) >> shift) & mask) ^ e0) | (((UInt32(t1) >> shift) & mask) ^ e1)
-                     | (((UInt32(t2) >> shift) & mask) ^ e2) | (((UInt32(t3) >> shift) & mask) ^ e3)
+                // Exponents must not change here; checked by comparing the OR of the four
+                // exponent differences (one test per four elements).
+                bad |= ((UInt32(t0 ^ s0) | UInt32(t1 ^ s1) | UInt32(t2 ^ s2) | UInt32(t3 ^ s3)) >> shift) & mask
                 op[i] = dir.pick(s0, t0, reverse: r0).littleEndian
                 op[i + 1] = dir.pick(s1, t1, reverse: r1).littleEndian
                 op[i + 2] = dir.pick(s2, t2, reverse: r2).littleEndian
@@ -540,3 +542,10 @@ extension Rans {
         return reverse ? source &- d : source &+ d
     }
 }
+
+/// The exponent field of a float layout as compile-time constants, so the decoder's hot loop
+/// is specialized per dtype.
+protocol ExponentField { static var shift: UInt32 { get }; static var mask: UInt32 { get } }
+enum BF16Exponent: ExponentField { static var shift: UInt32 { 7 }; static var mask: UInt32 { 0xFF } }
+enum F16Exponent: ExponentField { static var shift: UInt32 { 10 }; static var mask: UInt32 { 0x1F } }
+enum F32Exponent: ExponentField { static var shift: UInt32 { 23 }; static var mask: UInt32 { 0xFF } }
