@@ -93,30 +93,8 @@ extension PatchApplier {
         clock.lap("fingerprint")
 
         // 2. Keep the patch, commit the journal.
-        let regions = zip(items, checked).map { it, c in
-            Journal.SectorRegion(file: it.file.lastPathComponent, offset: it.info.offset, length: it.info.byteCount,
-                                 tensor: it.entry.name, sha256: hexBytes(c.sha), sectors: c.sectors)
-        }
-        let journal = Journal.encodeV2(regions, revert: revert, patchSha: hexBytes(patch.checksum),
-                                       patchPath: patch.url.standardizedFileURL.path)
-        do {
-            try? FileIO.unlink(purl)
-            if Glibc.link(patch.url.path, purl.path) != 0 {
-                try FileIO.copyFile(patch.url, to: purl)   // another file system: copy (and fsync) it
-            }
-            CrashPoints.hit("journal: patch kept")
-            let jf = try FileDescriptor(jurl.path, flags: O_WRONLY | O_CREAT | O_EXCL, mode: 0o600)
-            CrashPoints.hit("journal: created")
-            try jf.write(journal, at: 0)
-            try jf.sync()
-            try FileIO.syncDirectory(dir)
-            CrashPoints.hit("journal: committed")
-            clock.lap("journal (\(journal.count >> 10) KiB) written and synced")
-        } catch {
-            try? FileIO.unlink(jurl)
-            try? FileIO.unlink(purl)
-            throw error
-        }
+        let jsize = try commitSectorJournal(patch, ckpt, items, checked, revert: revert)
+        clock.lap("journal (\(jsize >> 10) KiB) written and synced")
 
         // 3. Decode and write.
         options.progress?("\(revert ? "reverting" : "applying") \(items.count) tensors")
@@ -138,6 +116,39 @@ extension PatchApplier {
         try FileIO.syncDirectory(dir)
         CrashPoints.hit("journal: patch deleted")
         clock.lap("journal deleted")
+    }
+
+    /// Hard-links (or copies) the patch next to the journal, then writes the v2 journal with its
+    /// commit record, fsyncs it and the directory. Returns the journal's size.
+    @discardableResult
+    static func commitSectorJournal(_ patch: PatchFile, _ ckpt: Checkpoint, _ items: [Item],
+                                    _ checked: [(sha: String, sectors: [UInt64])], revert: Bool) throws -> Int {
+        let dir = Journal.directory(for: ckpt.location)
+        let jurl = Journal.url(for: ckpt.location), purl = Journal.patchURL(for: ckpt.location)
+        let regions = zip(items, checked).map { it, c in
+            Journal.SectorRegion(file: it.file.lastPathComponent, offset: it.info.offset, length: it.info.byteCount,
+                                 tensor: it.entry.name, sha256: hexBytes(c.sha), sectors: c.sectors)
+        }
+        let journal = Journal.encodeV2(regions, revert: revert, patchSha: hexBytes(patch.checksum),
+                                       patchPath: patch.url.standardizedFileURL.path)
+        do {
+            try? FileIO.unlink(purl)
+            if Glibc.link(patch.url.path, purl.path) != 0 {
+                try FileIO.copyFile(patch.url, to: purl)   // another file system: copy (and fsync) it
+            }
+            CrashPoints.hit("journal: patch kept")
+            let jf = try FileDescriptor(jurl.path, flags: O_WRONLY | O_CREAT | O_EXCL, mode: 0o600)
+            CrashPoints.hit("journal: created")
+            try jf.write(journal, at: 0)
+            try jf.sync()
+            try FileIO.syncDirectory(dir)
+            CrashPoints.hit("journal: committed")
+        } catch {
+            try? FileIO.unlink(jurl)
+            try? FileIO.unlink(purl)
+            throw error
+        }
+        return journal.count
     }
 
     /// Decodes one tensor over itself, frame by frame, hashing the decoded bytes.

@@ -116,7 +116,7 @@ extension Journal {
         guard b.count >= 8 + 8 + 8 + 32 + 2 + 40 else { return nil }
         let body = b.count - 40
         guard Array(b[body..<(body + 8)]) == commitMagic,
-              Array(SHA256.hash(data: b[0..<body])) == Array(b[(body + 8)...]) else { return nil }
+              Array(SHA256.hash(data: b[0..<(body + 8)])) == Array(b[(body + 8)...]) else { return nil }
         var pos = 8
         func u(_ n: Int) throws -> UInt64 {
             guard pos + n <= body else { throw PatchError.corruptJournal(path: path, detail: "entries run past the end") }

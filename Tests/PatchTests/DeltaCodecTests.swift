@@ -59,6 +59,73 @@ final class DeltaCodecTests: XCTestCase {
         } } })
     }
 
+    func testFloatRansOnSmallChangesBeatsFloatDiff() throws {
+        for (scale, seed) in [(1e-3, UInt64(7)), (1e-2, 8), (0.3, 9)] {
+            let (b, p) = bf16Pair(count: 1 << 16, scale: scale, seed: seed)
+            let rans = try roundTrip(.floatRans, .bf16, b, p)
+            let diff = try roundTrip(.floatDiff, .bf16, b, p)
+            XCTAssertLessThan(rans, diff + diff / 33, "float-rans must be about as small as float-diff (scale \(scale))")
+        }
+        // F16 and F32, and single-element frames.
+        for d in [DType.f16, .f32] {
+            let n = d.byteCount(elements: 4096)!
+            var a = randomBytes(n, seed: 5), t = a
+            for i in stride(from: 0, to: n, by: 7) { t[i] &+= 1 }
+            _ = try roundTrip(.floatRans, d, a, t)
+            a = Array(a.prefix(d.blockBytes)); t = Array(t.prefix(d.blockBytes))
+            _ = try roundTrip(.floatRans, d, a, t)
+        }
+    }
+
+    /// Journal recovery decodes a frame whose elements are some base, some patched.
+    func testFloatRansDecodesWithMixedDirections() throws {
+        let (b, p) = bf16Pair(count: 20_000, scale: 0.05, seed: 21)
+        let frame = try b.withUnsafeBytes { s in try p.withUnsafeBytes { t in try DeltaCodec.encode(.floatRans, dtype: .bf16, source: s, target: t) } }
+        var r = SplitMix(state: 3)
+        for _ in 0..<4 {
+            let flags = (0..<20_000).map { _ in UInt8(r.next() & 1) }
+            var mixed = b
+            for i in 0..<20_000 where flags[i] == 1 { mixed[2 * i] = p[2 * i]; mixed[2 * i + 1] = p[2 * i + 1] }
+            for wantBase in [true, false] {
+                var out = [UInt8](repeating: 0, count: b.count)
+                try frame.withUnsafeBytes { f in try mixed.withUnsafeBytes { s in try out.withUnsafeMutableBytes { o in try flags.withUnsafeBufferPointer { fl in
+                    try DeltaCodec.decodeMixed(.floatRans, dtype: .bf16, frame: f, source: s, patchedFlags: fl.baseAddress!, wantBase: wantBase, into: o, tensor: "t")
+                } } } }
+                XCTAssertEqual(out, wantBase ? b : p)
+            }
+        }
+    }
+
+    /// Damaged float-rans frames: an error, never a crash; truncations and damage to the tables
+    /// or the rANS words are always caught by the frame's own checks.
+    func testCorruptFloatRansFramesAreRefusedNeverCrash() throws {
+        let (b, p) = bf16Pair(count: 8192, scale: 3e-2, seed: 13)
+        let frame = try b.withUnsafeBytes { s in try p.withUnsafeBytes { t in try DeltaCodec.encode(.floatRans, dtype: .bf16, source: s, target: t) } }
+        func decodes(_ f: [UInt8]) -> Bool {
+            var out = [UInt8](repeating: 0, count: p.count)
+            do {
+                try f.withUnsafeBytes { fr in try b.withUnsafeBytes { s in try out.withUnsafeMutableBytes { o in
+                    try DeltaCodec.decode(.floatRans, dtype: .bf16, frame: fr, source: s, into: o, reverse: false, tensor: "t") } } }
+                return out == p
+            } catch { return false }
+        }
+        XCTAssertTrue(decodes(frame))
+        for cut in [0, 1, 5, frame.count / 3, frame.count - 1] { XCTAssertFalse(decodes(Array(frame.prefix(cut))), "cut \(cut)") }
+        XCTAssertFalse(decodes(frame + [0]))
+        var r = SplitMix(state: 77)
+        var caught = 0
+        let trials = 400
+        for _ in 0..<trials {
+            var f = frame
+            for _ in 0..<(1 + Int(r.next() % 3)) { f[Int(r.next() % UInt64(f.count))] ^= UInt8(1 << (r.next() % 8)) }
+            if !decodes(f) { caught += 1 }
+        }
+        // (A flip in the extra-bits section can decode to other values; the tensor's SHA-256 catches that.)
+        XCTAssertGreaterThan(caught, trials * 9 / 10)
+        // Random bytes as a frame.
+        for k in 0..<200 { _ = decodes((0..<(k * 7)).map { _ in UInt8(truncatingIfNeeded: r.next()) }) }
+    }
+
     /// Measures the encodings on a real block: LFTF_MEASURE=DTYPE:base.bin:patched.bin
     /// (how BENCHMARKS.md's codec figures were made). Frames of 2^20 elements, as the writer
     /// makes them; LFTF_MEASURE_ONLY=float-rans,float-diff limits the encodings.
