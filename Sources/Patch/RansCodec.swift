@@ -213,13 +213,18 @@ final class RansTokenStream {
     private(set) var wordCount: Int
 
     /// Parses a token stream at the reader's position; nil if malformed.
-    init?(_ r: inout ByteReader, contexts: Int, maxTokens: Int) {
+    /// With `differences`, table entries carry, instead of the token, a signed 7-bit code
+    /// (bits 25–31): a direct token z (< 64) as its difference unzigzag(z) (−32…31), an escape
+    /// token 64 + j as 32 + j, the invalid token as −64 — so the decoder's common case needs
+    /// no unzigzag.
+    init?(_ r: inout ByteReader, contexts: Int, maxTokens: Int, differences: Bool = false) {
         self.contexts = contexts
         guard let used = r.varint(max: contexts), used >= 1 else { return nil }
         tables = .allocate(capacity: (used + 1) * Int(Rans.probScale))
         tableOf = .allocate(capacity: contexts)
         let invalid = tables + used * Int(Rans.probScale)
-        for s in 0..<Int(Rans.probScale) { invalid[s] = Rans.invalidToken << 25 | 1 << 12 | UInt32(s) }
+        let invalidCode: UInt32 = differences ? 0x40 : Rans.invalidToken    // −64 as 7 bits
+        for s in 0..<Int(Rans.probScale) { invalid[s] = invalidCode << 25 | 1 << 12 | UInt32(s) }
         tableOf.initialize(repeating: UnsafePointer(invalid), count: contexts)
         words = .allocate(capacity: 1)
         words[0] = 0xFFFF
@@ -239,7 +244,11 @@ final class RansTokenStream {
                     t += zeros + 1
                     continue
                 }
-                let e = UInt32(t) << 25 | UInt32(f) << 12
+                var code = UInt32(t)
+                if differences {
+                    code = t < Int(Rans.direct) ? UInt32(bitPattern: (Int32(t) >> 1) ^ -(Int32(t) & 1)) & 0x7F : UInt32(t - Int(Rans.direct) + 32)
+                }
+                let e = code << 25 | UInt32(f) << 12
                 for k in at..<(at + UInt32(f)) { tab[Int(k)] = e | at }
                 at += UInt32(f)
                 t += 1
@@ -429,7 +438,7 @@ extension DeltaCodec {
             guard let s = RansTokenStream(&r, contexts: 2, maxTokens: Rans.maxTokens(bits: 32)) else { return false }
             crossStream = s
         }
-        guard let main = RansTokenStream(&r, contexts: Int(E.mask) + 1, maxTokens: Rans.maxTokens(bits: width)),
+        guard let main = RansTokenStream(&r, contexts: Int(E.mask) + 1, maxTokens: Rans.maxTokens(bits: width), differences: true),
               let extraBytes = r.varint(), extraBytes == r.remaining else { return false }
         var bits = BitReader(r.base + r.pos, count: extraBytes)
         var crossAt = [Int](), crossStep = [Int32]()
@@ -451,7 +460,6 @@ extension DeltaCodec {
         let op = out.baseAddress!.assumingMemoryBound(to: T.self)
         let shift = E.shift, mask = E.mask, contexts = Int32(E.mask) + 1
         let tableOf = main.tableOf
-        let limit = UInt32(T.max)
         var c = RansCursor(main)
         var bad: UInt32 = 0              // exponent mismatches, OR-ed
         var i = 0, k = 0
@@ -462,10 +470,9 @@ extension DeltaCodec {
             while i < end && i & 3 != 0 {
                 let s = T(littleEndian: sp[i])
                 let es = (UInt32(s) >> shift) & mask
-                var z = c.decode(i, tableOf[Int(es)])
-                guard Rans.resolve(&z, &bits), z <= limit else { return false }
+                guard let d = Rans.difference(c.decode(i, tableOf[Int(es)]), &bits, T.self) else { return false }
                 let rev = dir.reverse(i)
-                let t = Rans.apply(s, z, rev)
+                let t = rev ? s &- d : s &+ d
                 bad |= ((UInt32(t) >> shift) & mask) ^ es
                 op[i] = dir.pick(s, t, reverse: rev).littleEndian
                 i += 1
@@ -475,15 +482,21 @@ extension DeltaCodec {
                 let s2 = T(littleEndian: sp[i + 2]), s3 = T(littleEndian: sp[i + 3])
                 let e0 = (UInt32(s0) >> shift) & mask, e1 = (UInt32(s1) >> shift) & mask
                 let e2 = (UInt32(s2) >> shift) & mask, e3 = (UInt32(s3) >> shift) & mask
-                var (z0, z1, z2, z3) = c.decode4(tableOf[Int(e0)], tableOf[Int(e1)], tableOf[Int(e2)], tableOf[Int(e3)])
-                if (z0 | z1 | z2 | z3) >= Rans.direct {
-                    // Extra bits, in element order.
-                    guard Rans.resolve(&z0, &bits), Rans.resolve(&z1, &bits), Rans.resolve(&z2, &bits), Rans.resolve(&z3, &bits),
-                          z0 <= limit, z1 <= limit, z2 <= limit, z3 <= limit else { return false }
+                let (k0, k1, k2, k3) = c.decode4(tableOf[Int(e0)], tableOf[Int(e1)], tableOf[Int(e2)], tableOf[Int(e3)])
+                // Codes −32…31 are the differences themselves (sign-extended from bits 25–31).
+                let c0 = Int32(bitPattern: k0 << 25) >> 25, c1 = Int32(bitPattern: k1 << 25) >> 25
+                let c2 = Int32(bitPattern: k2 << 25) >> 25, c3 = Int32(bitPattern: k3 << 25) >> 25
+                var d0 = T(truncatingIfNeeded: c0), d1 = T(truncatingIfNeeded: c1)
+                var d2 = T(truncatingIfNeeded: c2), d3 = T(truncatingIfNeeded: c3)
+                if (UInt32(bitPattern: c0 &+ 32) | UInt32(bitPattern: c1 &+ 32) | UInt32(bitPattern: c2 &+ 32) | UInt32(bitPattern: c3 &+ 32)) >= 64 {
+                    // An escape (extra bits, in element order) or the invalid token.
+                    guard let a = Rans.difference(k0, &bits, T.self), let b = Rans.difference(k1, &bits, T.self),
+                          let c = Rans.difference(k2, &bits, T.self), let d = Rans.difference(k3, &bits, T.self) else { return false }
+                    (d0, d1, d2, d3) = (a, b, c, d)
                 }
                 let r0 = dir.reverse(i), r1 = dir.reverse(i + 1), r2 = dir.reverse(i + 2), r3 = dir.reverse(i + 3)
-                let t0 = Rans.apply(s0, z0, r0), t1 = Rans.apply(s1, z1, r1)
-                let t2 = Rans.apply(s2, z2, r2), t3 = Rans.apply(s3, z3, r3)
+                let t0 = r0 ? s0 &- d0 : s0 &+ d0, t1 = r1 ? s1 &- d1 : s1 &+ d1
+                let t2 = r2 ? s2 &- d2 : s2 &+ d2, t3 = r3 ? s3 &- d3 : s3 &+ d3
                 // Exponents must not change here; checked by comparing the OR of the four
                 // exponent differences (one test per four elements).
                 bad |= ((UInt32(t0 ^ s0) | UInt32(t1 ^ s1) | UInt32(t2 ^ s2) | UInt32(t3 ^ s3)) >> shift) & mask
@@ -496,10 +509,9 @@ extension DeltaCodec {
             while i < end {
                 let s = T(littleEndian: sp[i])
                 let es = (UInt32(s) >> shift) & mask
-                var z = c.decode(i, tableOf[Int(es)])
-                guard Rans.resolve(&z, &bits), z <= limit else { return false }
+                guard let d = Rans.difference(c.decode(i, tableOf[Int(es)]), &bits, T.self) else { return false }
                 let rev = dir.reverse(i)
-                let t = Rans.apply(s, z, rev)
+                let t = rev ? s &- d : s &+ d
                 bad |= ((UInt32(t) >> shift) & mask) ^ es
                 op[i] = dir.pick(s, t, reverse: rev).littleEndian
                 i += 1
@@ -513,9 +525,8 @@ extension DeltaCodec {
             let rev = dir.reverse(i)
             let eb = rev ? es - step : es
             guard eb >= 0, eb < contexts else { return false }
-            var z = c.decode(i, tableOf[Int(eb)])
-            guard Rans.resolve(&z, &bits), z <= limit else { return false }
-            let t = Rans.apply(s, z, rev)
+            guard let d = Rans.difference(c.decode(i, tableOf[Int(eb)]), &bits, T.self) else { return false }
+            let t = rev ? s &- d : s &+ d
             let et = Int32((UInt32(t) >> shift) & mask)
             guard (rev ? es - et : et - es) == step else { return false }
             op[i] = dir.pick(s, t, reverse: rev).littleEndian
@@ -526,6 +537,20 @@ extension DeltaCodec {
 }
 
 extension Rans {
+    /// The difference (p − b as a T-bit pattern) a main-stream table code stands for (the
+    /// 7-bit code from `decode`, see `RansTokenStream(differences:)`); nil for the invalid
+    /// token or a number wider than T.
+    @inline(__always) static func difference<T: FixedWidthInteger & UnsignedInteger>(_ code: UInt32, _ bits: inout BitReader, _: T.Type) -> T? {
+        let c = Int32(bitPattern: code << 25) >> 25
+        if c >= -32 && c < 32 { return T(truncatingIfNeeded: c) }
+        guard c >= 32, c <= 57 else { return nil }
+        let k = Int(c) - 32 + 7                        // 7...32
+        let z = 1 << UInt32(k - 1) | bits.get(k - 1)
+        guard z <= UInt32(T.max) else { return nil }
+        let zt = T(truncatingIfNeeded: z)
+        return (zt >> 1) ^ (0 &- (zt & 1))
+    }
+
     /// A token → its number (reading extra bits for tokens ≥ 64); false for the invalid token.
     @inline(__always) static func resolve(_ z: inout UInt32, _ bits: inout BitReader) -> Bool {
         if z < direct { return true }
