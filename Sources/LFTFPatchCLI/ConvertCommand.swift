@@ -11,7 +11,10 @@ struct ConvertCommand: ParsableCommand {
         discussion: """
         Every tensor is dequantized to F32 and stored as BF16 (round to nearest even) or F32.
         Llama Q/K rows, which llama.cpp permutes when it writes GGUF, are put back in HF order.
-        tokenizer.json is built from the GGUF vocabulary and merges (byte-level BPE).
+        tokenizer.json is built from the GGUF vocabulary and merges (byte-level BPE), with the
+        split pattern of its tokenizer.ggml.pre family (smollm, gpt2, llama3, qwen2); a tokenizer
+        that has no exact tokenizer.json form (SentencePiece, llama.cpp's "default" or "falcon"
+        patterns) is left out with a note rather than written approximately.
         The output is written to a temporary directory next to DIR and renamed into place
         when complete, so DIR is never half-written. DIR must not exist.
         """)

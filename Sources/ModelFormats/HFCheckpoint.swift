@@ -344,9 +344,14 @@ public func convertGGUFToHF(_ g: GGUFCheckpoint, to out: URL, dtype: DType, maxS
                  torchDtype: dtype == .bf16 ? "bfloat16" : "float32")
         .encoded().write(to: tmp.appendingPathComponent("config.json"))
     if let vocab {
-        try Data(try HFTokenizerFiles.tokenizerJSON(vocab)).write(to: tmp.appendingPathComponent("tokenizer.json"))
-        try Data(HFTokenizerFiles.tokenizerConfigJSON(vocab, maxLength: c.maxPositions))
-            .write(to: tmp.appendingPathComponent("tokenizer_config.json"))
+        // A tokenizer we cannot write exactly is left out (with a note), never written approximately.
+        do {
+            try Data(try HFTokenizerFiles.tokenizerJSON(vocab)).write(to: tmp.appendingPathComponent("tokenizer.json"))
+            try Data(HFTokenizerFiles.tokenizerConfigJSON(vocab, maxLength: c.maxPositions))
+                .write(to: tmp.appendingPathComponent("tokenizer_config.json"))
+        } catch let e as HFTokenizerError {
+            note?("tokenizer files not written: \(e)")
+        }
     }
     do { try fm.moveItem(at: tmp, to: out) } catch {
         throw HFConvertError.cannotFinish(path: out.path, reason: error.localizedDescription)

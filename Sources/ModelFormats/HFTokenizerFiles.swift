@@ -59,8 +59,12 @@ public struct GGUFVocabulary: Sendable, Equatable {
 public enum HFTokenizerError: Error, CustomStringConvertible, Equatable {
     /// Only byte-level BPE ("gpt2") vocabularies are converted.
     case unsupportedModel(String)
+    /// A `tokenizer.ggml.pre` whose split patterns are not written as tokenizer.json here.
+    case unsupportedPre(String)
     public var description: String {
         switch self {
+        case .unsupportedPre(let p):
+            return "tokenizer.ggml.pre \"\(p)\" has no exact tokenizer.json form here (the smollm, gpt2, llama3 and qwen2 pre-tokenizer families are written)"
         case .unsupportedModel(let m):
             return "tokenizer model \"\(m)\" is not supported for conversion (only byte-level BPE, tokenizer.ggml.model = gpt2)"
         }
@@ -78,16 +82,29 @@ public enum HFTokenizerFiles {
         }
         let byteLevel: JSONValue = .object([("type", .string("ByteLevel")), ("add_prefix_space", f),
                                              ("trim_offsets", t), ("use_regex", t)])
+        let split: (String) -> JSONValue = { regex in
+            .object([("type", .string("Sequence")), ("pretokenizers", .array([
+                .object([("type", .string("Split")), ("pattern", .object([("Regex", .string(regex))])),
+                         ("behavior", .string("Isolated")), ("invert", f)]),
+                .object([("type", .string("ByteLevel")), ("add_prefix_space", f), ("trim_offsets", t), ("use_regex", f)]),
+            ]))])
+        }
         let preTokenizer: JSONValue
-        switch v.pre ?? "default" {
-        case "smollm", "starcoder", "refact", "codeshell":
+        switch PreTokenizerFamily.named(v.pre) {
+        case .smollm?:
             // Digits split one by one before GPT-2's regex (SmolLM2's tokenizer.json).
             preTokenizer = .object([("type", .string("Sequence")), ("pretokenizers", .array([
                 .object([("type", .string("Digits")), ("individual_digits", t)]), byteLevel,
             ]))])
-        default:
-            preTokenizer = byteLevel
+        case .gpt2?: preTokenizer = byteLevel
+        case .llama3?: preTokenizer = split(PreTokenizerFamily.Regex.llama3)   // Llama 3's tokenizer.json
+        case .qwen2?: preTokenizer = split(PreTokenizerFamily.Regex.qwen2)     // Qwen2's tokenizer.json
+        case .falcon?, .llamaCppDefault?, nil:
+            // llama.cpp's "default" and "falcon" chain regexes no tokenizer.json we read spells
+            // the same way; writing GPT-2's pattern instead would tokenize some text differently.
+            throw HFTokenizerError.unsupportedPre(v.pre ?? "default")
         }
+        let ignoreMerges = PreTokenizerFamily.ignoresMerges.contains(v.pre ?? "")
         let vocab: JSONValue = .object(v.tokens.enumerated().map { ($1, .int(Int64($0))) })
         let json: JSONValue = .object([
             ("version", .string("1.0")),
@@ -103,7 +120,7 @@ public enum HFTokenizerFiles {
             ("model", .object([
                 ("type", .string("BPE")), ("dropout", .null), ("unk_token", v.token(v.unknownTokenId).map(JSONValue.string) ?? .null),
                 ("continuing_subword_prefix", .null), ("end_of_word_suffix", .null), ("fuse_unk", f),
-                ("byte_fallback", f), ("ignore_merges", f),
+                ("byte_fallback", f), ("ignore_merges", .bool(ignoreMerges)),
                 ("vocab", vocab),
                 ("merges", .array(v.merges.map(JSONValue.string))),
             ])),

@@ -1,4 +1,5 @@
 import Foundation
+import ModelFormats
 
 // The tokenizer of an HF model directory: tokenizer.json (the `tokenizers` library's
 // serialization) plus tokenizer_config.json (add_bos_token, bos_token, eos_token).
@@ -34,10 +35,10 @@ enum HFTokenizerJSON {
 
     /// The tokenizer.json regex patterns we have scanners for (as written in the files).
     static let knownPatterns: [String: PreTokenizer.Step] = [
-        #"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"#: .gpt2,
-        #"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)"#: .gpt2,
-        #"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#: .llama3(maxDigits: 3),
-        #"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#: .llama3(maxDigits: 1),
+        PreTokenizerFamily.Regex.gpt2: .gpt2,
+        PreTokenizerFamily.Regex.gpt2Short: .gpt2,
+        PreTokenizerFamily.Regex.llama3: .llama3(maxDigits: 3),
+        PreTokenizerFamily.Regex.qwen2: .llama3(maxDigits: 1),
     ]
 
     struct PreResult {

@@ -11,6 +11,8 @@
 //   llama3  (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
 //   qwen2   the llama3 pattern with \p{N} (one digit per piece) instead of \p{N}{1,3}
 
+import ModelFormats
+
 public struct PreTokenizer: Sendable, Equatable {
     public enum Step: Sendable, Equatable {
         /// \p{N}: every number character is its own piece (HF Digits(individual_digits: true)).
@@ -35,37 +37,28 @@ public struct PreTokenizer: Sendable, Equatable {
         self.name = name; self.steps = steps
     }
 
-    /// GGUF `tokenizer.ggml.pre` values and the patterns llama.cpp uses for them.
-    static let ggufTable: [(names: [String], steps: [Step])] = [
-        (["smollm", "starcoder", "refact", "command-r", "codeshell", "exaone", "minerva-7b", "mellum2"],
-         [.isolateDigits, .gpt2]),
-        (["gpt2", "gpt-2", "phi-2", "mpt", "olmo", "jais", "trillion", "granite-docling", "jina-es", "jina-de",
-          "gigachat", "jina-v2-es", "jina-v2-de", "a.x-4.0", "mellum", "modern-bert", "exaone4",
-          "jina-v1-en", "jina-v2-code", "roberta-bpe"],
-         [.gpt2]),
-        (["llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral", "midm-2.0", "lfm2",
-          "jina-v5-nano", "dbrx", "smaug-bpe", "glm4", "chatglm-bpe"],
-         [.llama3(maxDigits: 3)]),
-        (["qwen2", "deepseek-r1-qwen", "kormo", "f2llmv2", "stablelm2", "megrez", "hunyuan", "solar-open", "grok-2"],
-         [.llama3(maxDigits: 1)]),
-        (["falcon"], [.punctuationRuns, .gpt2, .asciiDigitTriples]),
-        (["default"], [.punctuationRuns, .gpt2, .digitRuns, .asciiDigitTriples]),
-    ]
+    /// The scanner steps of each family (ModelFormats.PreTokenizerFamily names the GGUF
+    /// `tokenizer.ggml.pre` values of each).
+    static func steps(_ family: PreTokenizerFamily) -> [Step] {
+        switch family {
+        case .smollm: return [.isolateDigits, .gpt2]
+        case .gpt2: return [.gpt2]
+        case .llama3: return [.llama3(maxDigits: 3)]
+        case .qwen2: return [.llama3(maxDigits: 1)]
+        case .falcon: return [.punctuationRuns, .gpt2, .asciiDigitTriples]
+        case .llamaCppDefault: return [.punctuationRuns, .gpt2, .digitRuns, .asciiDigitTriples]
+        }
+    }
 
-    /// Pre values for which llama.cpp merges whole pre-tokens found in the vocabulary directly
-    /// (HF `ignore_merges`) and adds BOS unless the file says otherwise.
-    static let llama3Family: Set<String> = ["llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral",
-                                            "midm-2.0", "lfm2", "jina-v5-nano"]
+    static var llama3Family: Set<String> { PreTokenizerFamily.ignoresMerges }
 
-    public static var supportedNames: [String] { ggufTable.flatMap { $0.names } }
+    public static var supportedNames: [String] { PreTokenizerFamily.supportedNames }
 
     /// The pre-tokenizer for a GGUF `tokenizer.ggml.pre` value (nil/empty: llama.cpp's "default").
     public static func gguf(_ pre: String?) throws -> PreTokenizer {
         let name = (pre?.isEmpty ?? true) ? "default" : pre!
-        for entry in ggufTable where entry.names.contains(name) {
-            return PreTokenizer(name: name, steps: entry.steps)
-        }
-        throw TokenizerError.unsupportedPreTokenizer(name)
+        guard let family = PreTokenizerFamily.named(name) else { throw TokenizerError.unsupportedPreTokenizer(name) }
+        return PreTokenizer(name: name, steps: steps(family))
     }
 
     // MARK: Splitting

@@ -186,4 +186,46 @@ final class ConvertedTokenizerFilesTests: XCTestCase {
         XCTAssertEqual(tok.eosID, 2)
         for c in try smollmGoldens() { XCTAssertEqual(tok.encode(c.text), c.ids, debugQuoted(c.text)) }
     }
+
+    /// For every pre-tokenizer family `convert` writes, the tokenizer.json loads back to the ids
+    /// the GGUF tokenizer gives with that `tokenizer.ggml.pre` (same vocabulary and merges), on
+    /// text where the families split differently: digits, contractions, newlines, punctuation.
+    func testEveryWrittenFamilyMatchesItsGGUFTokenizer() throws {
+        var md = try sampleMetadata()
+        let texts = ["In 2024, 1234567 people said: \"It's   fine!\"\n\n  Really?", "HE'LL pay $3.50... or 12,345.6",
+                     "tab\tand\r\nnew lines\n\n\nend", "naïve café 東京 2 + 22 = 24", "x=[1,2,3]; y = f(x)//2 #ok"]
+        for (pre, ignoresMerges) in [("gpt2", false), ("llama-bpe", true), ("dbrx", false), ("qwen2", false), ("starcoder", false)] {
+            md["tokenizer.ggml.pre"] = .string(pre)
+            let gguf = try BPETokenizer(ggufMetadata: md)
+            let vocab = try XCTUnwrap(GGUFVocabulary(metadata: { md[$0] }))
+            let bytes = try HFTokenizerFiles.tokenizerJSON(vocab)
+            XCTAssertEqual(String(decoding: bytes, as: UTF8.self).contains("\"ignore_merges\": true"), ignoresMerges, pre)
+            let dir = FileManager.default.temporaryDirectory.appendingPathComponent("conv-\(pre)-\(UUID().uuidString)")
+            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(at: dir) }
+            try Data(bytes).write(to: dir.appendingPathComponent("tokenizer.json"))
+            let hf = try loadTokenizer(directory: dir)
+            for t in texts {
+                XCTAssertEqual(hf.encode(t, addBOS: false), gguf.encode(t, addBOS: false), "\(pre): \(debugQuoted(t))")
+            }
+        }
+        // The families differ on these texts, so the comparison above can fail.
+        md["tokenizer.ggml.pre"] = .string("gpt2")
+        let a = try BPETokenizer(ggufMetadata: md).encode(texts[0], addBOS: false)
+        md["tokenizer.ggml.pre"] = .string("qwen2")
+        XCTAssertNotEqual(a, try BPETokenizer(ggufMetadata: md).encode(texts[0], addBOS: false))
+    }
+
+    /// A pre-tokenizer without an exact tokenizer.json form is refused, not approximated.
+    func testUnwritablePreIsRefused() throws {
+        var md = try sampleMetadata()
+        for pre in ["default", "falcon"] {
+            md["tokenizer.ggml.pre"] = .string(pre)
+            let vocab = try XCTUnwrap(GGUFVocabulary(metadata: { md[$0] }))
+            XCTAssertThrowsError(try HFTokenizerFiles.tokenizerJSON(vocab)) {
+                XCTAssertEqual($0 as? HFTokenizerError, .unsupportedPre(pre))
+                XCTAssertTrue("\($0)".contains("\"\(pre)\""), "\($0)")
+            }
+        }
+    }
 }
