@@ -14,6 +14,7 @@ public protocol NextTokenModel: AnyObject {
     func forEachNextTokenLogits(_ sequences: [[Int]], body: (Int, UnsafeBufferPointer<Float>) throws -> Void) throws
 }
 
+/// The engine: prompts that share a token prefix compute it once (`Options.sharePrefixes`).
 extension LlamaModel: NextTokenModel {
     public var vocabularySize: Int { config.vocabSize }
     public func forEachNextTokenLogits(_ sequences: [[Int]], body: (Int, UnsafeBufferPointer<Float>) throws -> Void) throws {
@@ -112,7 +113,7 @@ public struct Evaluator {
         for t in [he, she] where t < 0 || t >= V { throw EvaluationError.tokenOutOfRange(token: t, vocabularySize: V) }
         for seq in tokens { for t in seq where t < 0 || t >= V { throw EvaluationError.tokenOutOfRange(token: t, vocabularySize: V) } }
         // Lexicographic order of the token sequences: prompts sharing a prefix land in the same
-        // call, where a prefix-sharing model (PrefixSharingModel) computes the prefix once.
+        // call, where the engine (LlamaModel.forEachLastToken) computes the prefix once.
         let order = tokens.indices.sorted {
             tokens[$0] == tokens[$1] ? $0 < $1 : tokens[$0].lexicographicallyPrecedes(tokens[$1])
         }

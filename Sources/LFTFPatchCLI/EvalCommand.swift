@@ -81,22 +81,30 @@ struct EvalCommand: ParsableCommand {
         }
         let tokens = try evaluator.encodeAll(prompts)
 
-        var overlay: (any Checkpoint)?
+        var overlay: OverlayCheckpoint?
         if let p = patch {
             overlay = try OverlayCheckpoint(base: baseCheckpoint, patch: try PatchFile(url: URL(fileURLWithPath: p)))
         }
         let showProgress = !json && isatty(fileno(stderr)) != 0
-        func runModel(_ ckpt: any Checkpoint, label: String) throws -> EvalRun {
-            // Prompts of a profession share "The {profession}": computed once (PrefixSharingModel).
-            let m = PrefixSharingModel(try LlamaModel(checkpoint: ckpt))
-            return try evaluator.run(m, prompts: prompts, tokens: tokens) { done, total in
+        func run(_ m: NextTokenModel, label: String) throws -> EvalRun {
+            try evaluator.run(m, prompts: prompts, tokens: tokens) { done, total in
                 if showProgress { printErr("\r\(label): \(done)/\(total) prompts", terminator: done == total ? "\n" : "") }
             }
         }
-        let base = try runModel(baseCheckpoint, label: "base")
+        // Prompts of a profession share "The {profession}": the engine computes it once.
+        let baseModel = try LlamaModel(checkpoint: baseCheckpoint)
         var comparison: EvalComparison?
+        let base: EvalRun
         if let overlay {
-            comparison = try EvalComparison(base: base, patched: try runModel(overlay, label: "patched"))
+            // The patched model equals the base before the first block the patch touches: the base
+            // run saves the residual stream entering that block and the patched run starts there.
+            let first = EvalCommand.firstPatchedBlock(overlay.patchedNames, numLayers: baseModel.config.numLayers)
+            let saving = ResumingModel(baseModel, layer: first)
+            base = try run(saving, label: "base")
+            let patched = ResumingModel(try LlamaModel(checkpoint: overlay), layer: first, resumeFrom: saving.snapshots)
+            comparison = try EvalComparison(base: base, patched: try run(patched, label: "patched"))
+        } else {
+            base = try run(baseModel, label: "base")
         }
         let evaluated = comparison?.patched ?? base
         let seconds = Date().timeIntervalSince(start)
@@ -169,6 +177,58 @@ struct EvalCommand: ParsableCommand {
         lines.append("\(prompts.count) prompts, " + (comparison == nil ? "1 model run" : "2 model runs")
                      + String(format: " in %.1f s", seconds))
         return lines.joined(separator: "\n")
+    }
+}
+
+extension EvalCommand {
+    /// The lowest block index among the patch's tensors; 0 when it touches anything outside the
+    /// blocks before the head (the embedding, or a name this tool does not know).
+    static func firstPatchedBlock(_ names: [String], numLayers: Int) -> Int {
+        var first = numLayers
+        for n in names {
+            guard let role = TensorNames.role(name: n) else { return 0 }
+            switch role {
+            case .outputNorm, .output: continue
+            default:
+                guard let b = role.block else { return 0 }
+                first = min(first, b)
+            }
+        }
+        return min(first, numLayers - 1)
+    }
+}
+
+/// The engine seen by the Evaluator, skipping blocks a patch leaves alone: with `resumeFrom` nil
+/// it answers every call in full and keeps the residual stream entering block `layer` of each
+/// call; given those snapshots (of the same calls, in the same order, on the base model) it
+/// starts each call at block `layer`. A call whose prompts differ from the snapshot's runs in full.
+final class ResumingModel: NextTokenModel {
+    let model: LlamaModel
+    let layer: Int
+    private(set) var snapshots: [ResidualSnapshot] = []
+    private let resumeFrom: [ResidualSnapshot]?
+    private var call = 0
+
+    init(_ model: LlamaModel, layer: Int, resumeFrom: [ResidualSnapshot]? = nil) {
+        self.model = model; self.layer = layer; self.resumeFrom = resumeFrom
+    }
+
+    var vocabularySize: Int { model.config.vocabSize }
+
+    func forEachNextTokenLogits(_ sequences: [[Int]], body: (Int, UnsafeBufferPointer<Float>) throws -> Void) throws {
+        defer { call += 1 }
+        if layer == 0 {
+            return try model.forEachNextTokenLogits(sequences, body: body)
+        }
+        guard let saved = resumeFrom else {
+            snapshots.append(try model.forEachLastToken(prompts: sequences, savingInputOf: layer, body: body))
+            return
+        }
+        if call < saved.count, saved[call].prompts == sequences, saved[call].layer == layer {
+            try model.forEachLastToken(resuming: saved[call], body: body)
+        } else {
+            try model.forEachNextTokenLogits(sequences, body: body)
+        }
     }
 }
 

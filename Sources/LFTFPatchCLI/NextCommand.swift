@@ -20,6 +20,9 @@ struct NextCommand: ParsableCommand {
         With --prompts FILE, every non-empty line of FILE is a prompt; all run batched, and with
         --json each prints one JSON object per line, in file order.
 
+        Prompts that share a token prefix compute it once (the same probabilities up to float
+        rounding, < 1e-6); --no-prefix-sharing runs every prompt's tokens on their own.
+
         JSON: {"token_ids": [...], "top": [{"id", "token", "p", "logit"}], "words": {" he": p}}
         """)
 
@@ -43,6 +46,9 @@ struct NextCommand: ParsableCommand {
 
     @Flag(help: "Print timings (load, tokenize, forward, tokens/s) to stderr.")
     var timing = false
+
+    @Flag(name: .customLong("no-prefix-sharing"), help: "Compute every prompt's tokens on their own (the plain forward), even where prompts share a prefix.")
+    var noPrefixSharing = false
 
     @Option(name: .customLong("weight-cache"), help: "GiB of fp32 block weights to keep in memory; blocks past it are dequantized block by block on every pass.")
     var weightCacheGiB: Double = 4
@@ -92,7 +98,8 @@ struct NextCommand: ParsableCommand {
         }
         let t2 = clock.now
         let engine = try LlamaModel(checkpoint: checkpoint,
-                                    options: .init(weightCacheBytes: Int(weightCacheGiB * Double(1 << 30))))
+                                    options: .init(weightCacheBytes: Int(weightCacheGiB * Double(1 << 30)),
+                                                  sharePrefixes: !noPrefixSharing))
         let t3 = clock.now
         let cpu3 = processCPUSeconds()
         let encoder = JSONEncoder()
@@ -119,9 +126,12 @@ struct NextCommand: ParsableCommand {
             func s(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18 }
             let tokens = ids.reduce(0) { $0 + $1.count }
             let fwd = s(t4 - t3), fwdCPU = processCPUSeconds() - cpu3
+            // tokens/s counts the prompts' tokens answered; the rows actually computed are shown
+            // next to it (fewer when prompts share prefixes).
             FileHandle.standardError.write(Data(String(
-                format: "timing: open+tokenizer %.3f s, tokenize %.3f s, load weights %.3f s, forward+output %.3f s (%d prompts, %d tokens, %.0f tokens/s; forward CPU time %.3f s, all threads)\n",
-                s(t1 - t0), s(t2 - t1), s(t3 - t2), fwd, ids.count, tokens, Double(tokens) / fwd, fwdCPU).utf8))
+                format: "timing: open+tokenizer %.3f s, tokenize %.3f s, load weights %.3f s, forward+output %.3f s (%d prompts, %d tokens, %.0f tokens/s; %d token rows computed, %.0f rows/s; forward CPU time %.3f s, all threads)\n",
+                s(t1 - t0), s(t2 - t1), s(t3 - t2), fwd, ids.count, tokens, Double(tokens) / fwd,
+                engine.lastRowCounts.computed, Double(engine.lastRowCounts.computed) / fwd, fwdCPU).utf8))
         }
     }
 

@@ -9,7 +9,8 @@ import TensorMath
 //   embed(_:into:)                    token rows of the embedding
 //   runBlocks(_:x:batch:)             blocks [from, to) in place (the fine-tune re-runs L..end)
 //   lastTokenLogits(x:batch:)         final norm + head on each sequence's last row only
-//   forEachLastToken(prompts:...)     many prompts, chunked, with optional hidden states
+//   forEachLastToken(prompts:...)     many prompts, chunked, shared prefixes computed once,
+//                                     with optional hidden states
 //   lastTokenLogits(prompts:...)      the same, collected
 
 /// The next-token results of many prompts.
@@ -91,7 +92,7 @@ extension LlamaModel {
     /// The block's tail over `rows` rows, given a.attnOut and the residual already copied into
     /// a.residualAttn: h = residual + attnOut @ Woᵀ (into a.residualAttn), then
     /// out = h + down(silu(gate(m)) · up(m)), m = ffn_norm(h). Saves ffn-norm, gate, up, swiglu in `a`.
-    private func outputProjectionAndMLP(_ w: BlockWeights, _ a: BlockActivations, rows n: Int,
+    func outputProjectionAndMLP(_ w: BlockWeights, _ a: BlockActivations, rows n: Int,
                                         out: UnsafeMutablePointer<Float>) {
         let c = config
         let C = c.hiddenSize, F = c.intermediateSize, QD = c.qDim
@@ -124,65 +125,6 @@ extension LlamaModel {
                 }
             }
         }
-    }
-
-    /// A block whose output is wanted only at each sequence's last row (the model's last block
-    /// when only next-token logits are asked for): RMSNorm, K and V run on every row (attention
-    /// reads them), Q, attention, O and the MLP only on the last rows. out (nSeq, C) receives the
-    /// block's output at those rows; x (T, C) is not changed.
-    func lastRowsBlockForward(_ w: BlockWeights, x: UnsafeMutablePointer<Float>, batch: PackedBatch,
-                              out: UnsafeMutablePointer<Float>) {
-        let T = batch.totalTokens, n = batch.lengths.count
-        let c = config
-        let C = c.hiddenSize, QD = c.qDim, KVD = c.kvDim, hd = c.headDim
-        let H = c.numHeads, group = c.numHeads / c.numKVHeads
-        let a = scratchActivations(tokens: T)
-        ensureRope(length: batch.lengths.max() ?? 0)
-        let eps = Float(c.rmsNormEps)
-        let rows = batch.lastRows
-        let lastPositions = batch.lengths.map { Int32($0 - 1) }
-        // All rows: n = attn_norm(x) (T, C), k, v (T, KVD); RoPE on k.
-        w.attnNorm.withUnsafeBufferPointer { rmsnormForward(a.attnNormOut, a.attnNormRstd, x, $0.baseAddress!, T: T, C: C, eps: eps) }
-        linear(a.k, a.attnNormOut, w.k, w.kBias, T: T, C: C, OC: KVD)
-        linear(a.v, a.attnNormOut, w.v, w.vBias, T: T, C: C, OC: KVD)
-        batch.positions.withUnsafeBufferPointer { ropeForward(a.k, positions: $0.baseAddress!, T: T, nHeads: c.numKVHeads, table: rope) }
-        // Last rows only, packed (n, ·) at the start of the scratch buffers.
-        let nl = a.ffnNormOut                       // (n, C) attn_norm at the last rows
-        for (j, r) in rows.enumerated() { (nl + j * C).update(from: a.attnNormOut + r * C, count: C) }
-        linear(a.q, nl, w.q, w.qBias, T: n, C: C, OC: QD)
-        lastPositions.withUnsafeBufferPointer { ropeForward(a.q, positions: $0.baseAddress!, T: n, nHeads: H, table: rope) }
-        // Attention of each last query over its sequence's keys (no causal mask needed: it is last).
-        let scale = 1 / Float(hd).squareRoot()
-        let maxL = batch.lengths.max() ?? 0
-        withUnsafeTemporaryAllocation(of: Float.self, capacity: max(maxL, 1)) { pb in
-            let p = pb.baseAddress!
-            for s in 0..<n {
-                let L = batch.lengths[s], o = batch.offsets[s]
-                for h in 0..<H {
-                    let qrow = a.q + s * QD + h * hd
-                    let kvOff = (h / group) * hd
-                    var m = -Float.infinity
-                    for j in 0..<L {
-                        let krow = a.k + (o + j) * KVD + kvOff
-                        var d: Float = 0
-                        for e in 0..<hd { d += qrow[e] * krow[e] }
-                        p[j] = d * scale
-                        m = max(m, p[j])
-                    }
-                    var z: Float = 0
-                    for j in 0..<L { p[j] = expf(p[j] - m); z += p[j] }
-                    let orow = a.attnOut + s * QD + h * hd
-                    orow.update(repeating: 0, count: hd)
-                    for j in 0..<L {
-                        let wj = p[j] / z, vrow = a.v + (o + j) * KVD + kvOff
-                        for e in 0..<hd { orow[e] += wj * vrow[e] }
-                    }
-                }
-            }
-        }
-        // h = x + attnOut @ Woᵀ at the last rows
-        for (j, r) in rows.enumerated() { (a.residualAttn + j * C).update(from: x + r * C, count: C) }
-        outputProjectionAndMLP(w, a, rows: n, out: out)
     }
 
     func scratchActivations(tokens: Int) -> BlockActivations {
@@ -252,38 +194,44 @@ extension LlamaModel {
     // MARK: - Many prompts
 
     /// Runs every prompt and calls `body(promptIndex, logits (vocab), hidden ((numLayers+1, C) or nil))`
-    /// in prompt order. Prompts are packed into groups of about `options.groupTokens` tokens whose
+    /// in prompt order. Prompts are packed into chunks of about `options.groupTokens` tokens whose
     /// residual streams stay in memory while each block's weights are fetched once (dequantized
-    /// when not cached), and each group runs through a block in batches of about
-    /// `options.maxBatchTokens` tokens. Only each prompt's last position goes through the head.
-    public func forEachLastToken(prompts: [[Int]], collectHidden: Bool = false,
+    /// when not cached), and each chunk runs through a block in batches of about
+    /// `options.maxBatchTokens` rows. Only each prompt's last position goes through the head.
+    ///
+    /// With `sharePrefixes` (default: `options.sharePrefixes`), prompts of a chunk that share a
+    /// token prefix compute it once (SharedPrefix.swift); the results equal the plain pass's up to
+    /// float rounding (tests: |Δp| < 1e-6). `lastRowCounts` says how many rows were computed.
+    public func forEachLastToken(prompts: [[Int]], collectHidden: Bool = false, sharePrefixes: Bool? = nil,
                                  body: (Int, UnsafeBufferPointer<Float>, UnsafeBufferPointer<Float>?) throws -> Void) throws {
         let V = config.vocabSize
         for (i, p) in prompts.enumerated() {
             guard !p.isEmpty else { throw LlamaModelError.emptyPrompt(index: i) }
             for id in p where id < 0 || id >= V { throw LlamaModelError.tokenOutOfRange(id: id, vocabSize: V, prompt: i) }
         }
+        let share = sharePrefixes ?? options.sharePrefixes
+        lastRowCounts = (0, prompts.reduce(0) { $0 + $1.count })
         var start = 0
         while start < prompts.count {
             var end = start, tokens = 0
             while end < prompts.count && (end == start || tokens + prompts[end].count <= options.groupTokens) {
                 tokens += prompts[end].count; end += 1
             }
-            try runGroup(prompts, range: start..<end, collectHidden: collectHidden, body: body)
+            try runGroup(prompts, range: start..<end, collectHidden: collectHidden, share: share, body: body)
             start = end
         }
     }
 
     /// All prompts' last-token logits (and hidden states when asked), collected.
     /// Memory: promptCount · vocab floats; for very many prompts use `forEachLastToken`.
-    public func lastTokenLogits(prompts: [[Int]], collectHidden: Bool = false) throws -> NextTokenOutput {
+    public func lastTokenLogits(prompts: [[Int]], collectHidden: Bool = false, sharePrefixes: Bool? = nil) throws -> NextTokenOutput {
         let V = config.vocabSize, C = config.hiddenSize, L = config.numLayers
         var out = NextTokenOutput(promptCount: prompts.count, vocabSize: V, hiddenSize: C, numLayers: L,
                                   logits: [Float](repeating: 0, count: prompts.count * V),
                                   hidden: collectHidden ? [Float](repeating: 0, count: prompts.count * (L + 1) * C) : nil)
         var logits = out.logits, hidden = out.hidden
         out.logits = []; out.hidden = nil
-        try forEachLastToken(prompts: prompts, collectHidden: collectHidden) { i, lg, h in
+        try forEachLastToken(prompts: prompts, collectHidden: collectHidden, sharePrefixes: sharePrefixes) { i, lg, h in
             logits.withUnsafeMutableBufferPointer { (dst: inout UnsafeMutableBufferPointer<Float>) in
                 (dst.baseAddress! + i * V).update(from: lg.baseAddress!, count: V)
             }
@@ -298,56 +246,98 @@ extension LlamaModel {
         return out
     }
 
-    /// One group: embed, all blocks (batch by batch), head on the last rows.
-    func runGroup(_ prompts: [[Int]], range: Range<Int>, collectHidden: Bool,
+    /// Prompts per call of the head (bounds the (rows, vocab) logits buffer: 48 MiB at vocab 49,152).
+    static let headRows = 256
+
+    /// One chunk: group by shared prefixes (or not), embed, all blocks (batch by batch), head on
+    /// each prompt's last row, `body` in prompt order.
+    func runGroup(_ prompts: [[Int]], range: Range<Int>, collectHidden: Bool, share: Bool,
                   body: (Int, UnsafeBufferPointer<Float>, UnsafeBufferPointer<Float>?) throws -> Void) throws {
-        let C = config.hiddenSize, L = config.numLayers, V = config.vocabSize
-        let group = PackedBatch(lengths: prompts[range].map(\.count))
+        var chunk = try prepareChunk(prompts, range: range, share: share)
+        try finishChunk(&chunk, collectHidden: collectHidden, body: body)
+    }
+
+    /// Groups, lays out and embeds one chunk of prompts (blocks not run yet).
+    func prepareChunk(_ prompts: [[Int]], range: Range<Int>, share: Bool) throws -> ChunkState {
+        let C = config.hiddenSize
         let n = range.count
-        var x = [Float](repeating: 0, count: group.totalTokens * C)   // (Tg, C) residual stream
+        let local = Array(prompts[range])
+        let groups = share ? LlamaModel.prefixGroups(local, maxRows: options.maxBatchTokens)
+                           : local.enumerated().map { PrefixGroup.lone($0, $1) }
+        // Batches: consecutive groups, ≤ maxBatchTokens rows (a larger group runs alone).
+        var layouts: [RowLayout] = []
+        var cur: [PrefixGroup] = [], rows = 0
+        for g in groups {
+            if !cur.isEmpty && rows + g.rows > options.maxBatchTokens { layouts.append(RowLayout(cur)); cur = []; rows = 0 }
+            cur.append(g); rows += g.rows
+        }
+        if !cur.isEmpty { layouts.append(RowLayout(cur)) }
+        var bases: [Int] = [], total = 0
+        for lay in layouts { bases.append(total); total += lay.rowCount }
+        // Row of each prompt's last token in x, by local index.
+        var lastRow = [Int](repeating: 0, count: n)
+        for (b, lay) in layouts.enumerated() {
+            for (m, j) in lay.memberIndex.enumerated() { lastRow[j] = bases[b] + lay.lastRows[m] }
+        }
+        var x = [Float](repeating: 0, count: total * C)   // (rows, C) residual stream
         try x.withUnsafeMutableBufferPointer { xb in
-            let xp = xb.baseAddress!
-            for (j, i) in range.enumerated() { try embed(prompts[i], into: xp + group.offsets[j] * C) }
+            for (b, lay) in layouts.enumerated() { try embed(lay.tokens, into: xb.baseAddress! + bases[b] * C) }
         }
-        // Sub-batches: consecutive prompts, ≤ maxBatchTokens tokens (a longer prompt runs alone).
-        var subs: [(first: Int, batch: PackedBatch)] = []
-        var s = 0
-        while s < n {
-            var e = s, t = 0
-            while e < n && (e == s || t + group.lengths[e] <= options.maxBatchTokens) { t += group.lengths[e]; e += 1 }
-            subs.append((s, PackedBatch(lengths: Array(group.lengths[s..<e]))))
-            s = e
+        return ChunkState(range: range, layouts: layouts, bases: bases, lastRow: lastRow, x: x)
+    }
+
+    /// Runs blocks chunk.nextLayer..<layer (never the model's last block) on the chunk.
+    func advance(_ chunk: inout ChunkState, to layer: Int) throws {
+        let C = config.hiddenSize
+        precondition(layer < config.numLayers && chunk.nextLayer <= layer)
+        for l in chunk.nextLayer..<layer {
+            let w = try blockWeights(l)
+            let layouts = chunk.layouts, bases = chunk.bases
+            chunk.x.withUnsafeMutableBufferPointer { xb in
+                for (b, lay) in layouts.enumerated() { blockForward(w, x: xb.baseAddress! + bases[b] * C, layout: lay) }
+            }
         }
-        let lastRows = group.lastRows
+        chunk.nextLayer = layer
+    }
+
+    /// The rest of a chunk: its remaining blocks, the last one on the last rows only, the head,
+    /// and `body` for each prompt in order.
+    func finishChunk(_ chunk: inout ChunkState, collectHidden: Bool,
+                     body: (Int, UnsafeBufferPointer<Float>, UnsafeBufferPointer<Float>?) throws -> Void) throws {
+        let C = config.hiddenSize, L = config.numLayers, V = config.vocabSize
+        let n = chunk.range.count
+        lastRowCounts.computed += chunk.rowCount
         var hidden = collectHidden ? [Float](repeating: 0, count: n * (L + 1) * C) : []  // (n, L+1, C)
         func collect(_ layer: Int) {
-            x.withUnsafeBufferPointer { xb in
+            chunk.x.withUnsafeBufferPointer { xb in
                 hidden.withUnsafeMutableBufferPointer { hb in
                     for j in 0..<n {
-                        (hb.baseAddress! + (j * (L + 1) + layer) * C).update(from: xb.baseAddress! + lastRows[j] * C, count: C)
+                        (hb.baseAddress! + (j * (L + 1) + layer) * C).update(from: xb.baseAddress! + chunk.lastRow[j] * C, count: C)
                     }
                 }
             }
         }
-        var last = [Float](repeating: 0, count: n * C)   // (n, C) leaving the last block
-        for l in 0..<L {
+        for l in chunk.nextLayer..<L {
             if collectHidden { collect(l) }
-            let w = try blockWeights(l)
-            try x.withUnsafeMutableBufferPointer { xb in
-                for sub in subs {
-                    let xs = xb.baseAddress! + group.offsets[sub.first] * C
-                    if l == L - 1 {
-                        // Only the last rows leave the model: skip everything but K/V elsewhere.
-                        last.withUnsafeMutableBufferPointer { lb in
-                            lastRowsBlockForward(w, x: xs, batch: sub.batch, out: lb.baseAddress! + sub.first * C)
+            if l < L - 1 { try advance(&chunk, to: l + 1) }
+        }
+        // The last block: only the last rows leave the model, so skip everything but K/V elsewhere.
+        var last = [Float](repeating: 0, count: n * C)   // (n, C) leaving the last block, by local index
+        let w = try blockWeights(L - 1)
+        chunk.x.withUnsafeMutableBufferPointer { xb in
+            for (b, lay) in chunk.layouts.enumerated() {
+                var out = [Float](repeating: 0, count: lay.lastRows.count * C)
+                out.withUnsafeMutableBufferPointer { ob in
+                    lastRowsBlockForward(w, x: xb.baseAddress! + chunk.bases[b] * C, layout: lay, out: ob.baseAddress!)
+                    last.withUnsafeMutableBufferPointer { lb in
+                        for (m, j) in lay.memberIndex.enumerated() {
+                            (lb.baseAddress! + j * C).update(from: ob.baseAddress! + m * C, count: C)
                         }
-                    } else {
-                        try blockForward(w, x: xs, batch: sub.batch)
                     }
                 }
             }
         }
-        x = []
+        chunk.x = []
         if collectHidden {
             hidden.withUnsafeMutableBufferPointer { hb in
                 last.withUnsafeBufferPointer { lb in
@@ -355,16 +345,93 @@ extension LlamaModel {
                 }
             }
         }
-        let logits = headLogits(hidden: last, rows: n)
-        try logits.withUnsafeBufferPointer { lp in
-            try hidden.withUnsafeBufferPointer { hp in
-                for (j, i) in range.enumerated() {
-                    let h = collectHidden ? UnsafeBufferPointer(rebasing: hp[(j * (L + 1) * C)..<((j + 1) * (L + 1) * C)]) : nil
-                    try body(i, UnsafeBufferPointer(rebasing: lp[(j * V)..<((j + 1) * V)]), h)
+        var s = 0
+        while s < n {
+            let e = min(n, s + LlamaModel.headRows)
+            let logits = headLogits(hidden: Array(last[(s * C)..<(e * C)]), rows: e - s)
+            try logits.withUnsafeBufferPointer { lp in
+                try hidden.withUnsafeBufferPointer { hp in
+                    for j in s..<e {
+                        let h = collectHidden ? UnsafeBufferPointer(rebasing: hp[(j * (L + 1) * C)..<((j + 1) * (L + 1) * C)]) : nil
+                        try body(chunk.range.lowerBound + j, UnsafeBufferPointer(rebasing: lp[((j - s) * V)..<((j - s + 1) * V)]), h)
+                    }
                 }
             }
+            s = e
         }
     }
+
+    // MARK: - Resuming from a saved residual stream (eval --patch)
+
+    /// `forEachLastToken` that also returns every computed row's residual stream entering block
+    /// `layer`. A model that differs from this one only in blocks `layer...` (a patched model)
+    /// can then answer the same prompts with `forEachLastToken(resuming:)`, skipping blocks
+    /// 0..<layer, with exactly the results of running them. Memory: rows · C floats.
+    public func forEachLastToken(prompts: [[Int]], savingInputOf layer: Int, sharePrefixes: Bool? = nil,
+                                 body: (Int, UnsafeBufferPointer<Float>) throws -> Void) throws -> ResidualSnapshot {
+        guard layer >= 0 && layer < config.numLayers else {
+            throw LlamaModelError.layerOutOfRange(layer, numLayers: config.numLayers)
+        }
+        let V = config.vocabSize
+        for (i, p) in prompts.enumerated() {
+            guard !p.isEmpty else { throw LlamaModelError.emptyPrompt(index: i) }
+            for id in p where id < 0 || id >= V { throw LlamaModelError.tokenOutOfRange(id: id, vocabSize: V, prompt: i) }
+        }
+        let share = sharePrefixes ?? options.sharePrefixes
+        lastRowCounts = (0, prompts.reduce(0) { $0 + $1.count })
+        var chunks: [ChunkState] = []
+        var start = 0
+        while start < prompts.count {
+            var end = start, tokens = 0
+            while end < prompts.count && (end == start || tokens + prompts[end].count <= options.groupTokens) {
+                tokens += prompts[end].count; end += 1
+            }
+            var chunk = try prepareChunk(prompts, range: start..<end, share: share)
+            try advance(&chunk, to: min(layer, config.numLayers - 1))
+            chunks.append(chunk)   // a copy: x is copied on the next write
+            try finishChunk(&chunk, collectHidden: false) { i, logits, _ in try body(i, logits) }
+            start = end
+        }
+        return ResidualSnapshot(prompts: prompts, layer: layer, hiddenSize: config.hiddenSize, chunks: chunks)
+    }
+
+    /// Answers `snapshot.prompts` starting at block `snapshot.layer` from the saved residual
+    /// streams (see `forEachLastToken(prompts:savingInputOf:)`): blocks before it are not run.
+    public func forEachLastToken(resuming snapshot: ResidualSnapshot,
+                                 body: (Int, UnsafeBufferPointer<Float>) throws -> Void) throws {
+        guard snapshot.hiddenSize == config.hiddenSize, snapshot.layer < config.numLayers else {
+            throw LlamaModelError.badConfig("a residual snapshot of hidden size \(snapshot.hiddenSize) at block \(snapshot.layer) does not fit this model")
+        }
+        lastRowCounts = (0, snapshot.prompts.reduce(0) { $0 + $1.count })
+        for saved in snapshot.chunks {
+            var chunk = saved
+            try finishChunk(&chunk, collectHidden: false) { i, logits, _ in try body(i, logits) }
+        }
+    }
+}
+
+/// One chunk of prompts between blocks: layouts, rows, and the residual stream.
+struct ChunkState {
+    var range: Range<Int>
+    var layouts: [RowLayout]
+    var bases: [Int]
+    var lastRow: [Int]
+    var x: [Float]
+    /// The next block to run.
+    var nextLayer = 0
+    var rowCount: Int { layouts.reduce(0) { $0 + $1.rowCount } }
+}
+
+/// Residual streams entering one block for every row of a batch of prompts, to resume from.
+public struct ResidualSnapshot {
+    /// The prompts, as given.
+    public let prompts: [[Int]]
+    /// The block whose input is saved.
+    public let layer: Int
+    public let hiddenSize: Int
+    let chunks: [ChunkState]
+    /// Bytes of saved residual stream.
+    public var byteCount: Int { chunks.reduce(0) { $0 + $1.x.count } * MemoryLayout<Float>.size }
 }
 
 // MARK: - Probabilities
@@ -419,13 +486,14 @@ public enum NextToken {
 
 extension LlamaModel {
     /// `lastTokenLogits(prompts:collectHidden:)` for Int32 token ids.
-    public func lastTokenLogits(prompts: [[Int32]], collectHidden: Bool = false) throws -> NextTokenOutput {
-        try lastTokenLogits(prompts: prompts.map { $0.map(Int.init) }, collectHidden: collectHidden)
+    public func lastTokenLogits(prompts: [[Int32]], collectHidden: Bool = false, sharePrefixes: Bool? = nil) throws -> NextTokenOutput {
+        try lastTokenLogits(prompts: prompts.map { $0.map(Int.init) }, collectHidden: collectHidden, sharePrefixes: sharePrefixes)
     }
 
     /// `forEachLastToken(prompts:collectHidden:body:)` for Int32 token ids.
-    public func forEachLastToken(prompts: [[Int32]], collectHidden: Bool = false,
+    public func forEachLastToken(prompts: [[Int32]], collectHidden: Bool = false, sharePrefixes: Bool? = nil,
                                  body: (Int, UnsafeBufferPointer<Float>, UnsafeBufferPointer<Float>?) throws -> Void) throws {
-        try forEachLastToken(prompts: prompts.map { $0.map(Int.init) }, collectHidden: collectHidden, body: body)
+        try forEachLastToken(prompts: prompts.map { $0.map(Int.init) }, collectHidden: collectHidden,
+                             sharePrefixes: sharePrefixes, body: body)
     }
 }

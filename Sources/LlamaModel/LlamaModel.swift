@@ -79,9 +79,13 @@ public final class LlamaModel {
         /// Tokens whose residual stream is kept at once while blocks stream past them
         /// (each block's weights are fetched once per group).
         public var groupTokens: Int = 65536
-        public init(weightCacheBytes: Int = 4 << 30, maxBatchTokens: Int = 2048, groupTokens: Int = 65536) {
+        /// Whether `forEachLastToken` computes a token prefix shared by several prompts once
+        /// (SharedPrefix.swift); false runs every prompt's rows (the plain pass).
+        public var sharePrefixes: Bool = true
+        public init(weightCacheBytes: Int = 4 << 30, maxBatchTokens: Int = 2048, groupTokens: Int = 65536,
+                    sharePrefixes: Bool = true) {
             self.weightCacheBytes = weightCacheBytes; self.maxBatchTokens = maxBatchTokens
-            self.groupTokens = groupTokens
+            self.groupTokens = groupTokens; self.sharePrefixes = sharePrefixes
         }
     }
 
@@ -102,6 +106,9 @@ public final class LlamaModel {
     var cached: [BlockWeights?]
     /// Trainable or edited blocks installed by a caller; they win over `cached`.
     var overrides: [Int: BlockWeights] = [:]
+    /// Token rows the last `forEachLastToken` computed through the blocks, and the prompts'
+    /// tokens (equal without shared prefixes).
+    public internal(set) var lastRowCounts: (computed: Int, promptTokens: Int) = (0, 0)
     /// Scratch for forward passes that save nothing.
     var scratch: BlockActivations?
     var rope: RopeTable

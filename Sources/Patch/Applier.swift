@@ -192,6 +192,9 @@ public enum PatchApplier {
         if items.contains(where: changesLayout) {
             return try rewriteLayout(patch, ckpt, items, revert: revert, output: ckpt.location, options: options)
         }
+        if usesSectorJournal(items) {
+            return try inPlaceWithSectorJournal(patch, ckpt, items, revert: revert, options: options)
+        }
         let m = patch.manifest
         let dir = Journal.directory(for: ckpt.location)
         let jurl = Journal.url(for: ckpt.location)

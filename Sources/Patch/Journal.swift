@@ -76,12 +76,31 @@ public enum Journal {
         let tmp = PatchApplier.rewriteTemporary(location)
         if FileIO.exists(tmp) { try FileIO.unlink(tmp) }
         let j = url(for: location)
-        guard FileIO.exists(j) else { return .clean }
         let dir = directory(for: location)
+        guard FileIO.exists(j) else {
+            // A v2 apply killed between linking its patch and creating the journal.
+            if FileIO.exists(patchURL(for: location)) { try FileIO.unlink(patchURL(for: location)); try FileIO.syncDirectory(dir) }
+            return .clean
+        }
         let f = try FileDescriptor(j.path, flags: O_RDONLY)
         let size = try f.size
+        if size >= 12, try f.read(count: 8, at: 0) == magic, try f.read(count: 4, at: 8) == [2, 0, 0, 0] {
+            // Version 2: sector hashes, rolled back by decoding the patch.
+            guard let v2 = try parseV2(try f.read(count: size, at: 0), path: j.path) else {
+                try FileIO.unlink(j)
+                try FileIO.unlink(patchURL(for: location))
+                try FileIO.syncDirectory(dir)
+                return .discarded
+            }
+            try rollBackV2(v2, location: location, journal: j)
+            try FileIO.unlink(j)
+            try FileIO.unlink(patchURL(for: location))
+            try FileIO.syncDirectory(dir)
+            return .rolledBack(regions: v2.regions.count)
+        }
         guard let (regions, headerSize) = try parseCommitted(f, size: size, path: j.path) else {
             try FileIO.unlink(j)
+            try FileIO.unlink(patchURL(for: location))
             try FileIO.syncDirectory(dir)
             return .discarded
         }
@@ -140,6 +159,9 @@ public enum Journal {
             throw PatchError.corruptJournal(path: path, detail: "bad magic; delete it only if you know the checkpoint is intact")
         }
         func u(_ b: [UInt8], _ o: Int, _ n: Int) -> UInt64 { b[o..<o + n].reversed().reduce(0) { $0 << 8 | UInt64($1) } }
+        guard u(head, 8, 4) == 1 else {
+            throw PatchError.corruptJournal(path: path, detail: "journal version \(u(head, 8, 4)) is from a newer lftf-patch; recover with that version")
+        }
         let count = Int(u(head, 12, 4))
         var regions: [Region] = []
         var pos = 16
@@ -184,7 +206,8 @@ public enum PatchRecovery {
     /// it; without a journal it costs one `access()`.
     @discardableResult
     public static func recover(_ location: URL) throws -> Journal.Outcome {
-        guard FileIO.exists(Journal.url(for: location)) || FileIO.exists(PatchApplier.rewriteTemporary(location)) else { return .clean }
+        guard FileIO.exists(Journal.url(for: location)) || FileIO.exists(PatchApplier.rewriteTemporary(location))
+                || FileIO.exists(Journal.patchURL(for: location)) else { return .clean }
         let lock = try CheckpointLock(location)
         defer { withExtendedLifetime(lock) {} }
         return try Journal.recover(location: location)

@@ -21,6 +21,9 @@ public final class PatchBuilder {
     public var writer = PatchFormat.writer
     public var chunkElements = PatchFormat.defaultChunkElements
     public var zstdLevel: Int32 = DeltaCodec.zstdLevel
+    /// The encoding of float tensors that keep their dtype: `float-rans` (default) or the older
+    /// `float-diff` (kept so tests can write patches as earlier versions did).
+    var floatEncoding: DeltaEncoding = .floatRans
     /// Tensors whose bytes equal the base's are left out; their names end up here.
     public private(set) var unchanged: [String] = []
     private var replacements: [String: TensorReplacement] = [:]
@@ -86,7 +89,7 @@ public final class PatchBuilder {
         for (ti, t) in todo.enumerated() {
             let n = t.info.elementCount
             let frames = (n + chunkElements - 1) / chunkElements
-            for e in DeltaCodec.candidates(base: t.info.dtype, patched: t.repl.dtype, sameShape: true) {
+            for e in DeltaCodec.candidates(base: t.info.dtype, patched: t.repl.dtype, sameShape: true, float: floatEncoding) {
                 for f in 0..<frames { jobs.append(Job(tensor: ti, encoding: e, frame: f, reverse: false)) }
                 if e == .zstd { for f in 0..<frames { jobs.append(Job(tensor: ti, encoding: e, frame: f, reverse: true)) } }
             }
@@ -132,7 +135,7 @@ public final class PatchBuilder {
         for (ti, t) in todo.enumerated() {
             var best: (DeltaEncoding, [Int])?
             var bestSize = Int.max
-            for e in DeltaCodec.candidates(base: t.info.dtype, patched: t.repl.dtype, sameShape: true) {
+            for e in DeltaCodec.candidates(base: t.info.dtype, patched: t.repl.dtype, sameShape: true, float: floatEncoding) {
                 let idx = jobs.indices.filter { jobs[$0].tensor == ti && jobs[$0].encoding == e && !jobs[$0].reverse }
                 let size = idx.reduce(0) { $0 + results[$1]!.count }
                 if size < bestSize { bestSize = size; best = (e, idx) }

@@ -49,6 +49,9 @@ public enum PatchError: Error, CustomStringConvertible, Equatable {
     case shortRead(path: String, offset: Int, wanted: Int, got: Int)
     case locked(path: String)
     case corruptJournal(path: String, detail: String)
+    /// A committed v2 journal rolls back by decoding the patch it was made with; the patch is
+    /// missing or a different file.
+    case journalNeedsPatch(journal: String, patch: String, sha256: String, detail: String)
     case zstd(String)
     case layoutChange(String)
     case unsupported(String)
@@ -98,6 +101,8 @@ public enum PatchError: Error, CustomStringConvertible, Equatable {
         case .shortRead(let p, let o, let w, let g): return "\(p): wanted \(w) bytes at offset \(o), got \(g) (file truncated?)"
         case .locked(let p): return "another lftf-patch process is working on \(p); try again when it has finished"
         case .corruptJournal(let p, let d): return "journal \(p) is corrupt (\(d)); the checkpoint may need a fresh copy"
+        case .journalNeedsPatch(let j, let p, let sha, let d):
+            return "an interrupted apply/revert left \(j); rolling it back needs its patch \(p) (SHA-256 \(sha)), which cannot be read (\(d)). Put that patch back at \(p) and run the command again; the checkpoint is untouched until then"
         case .zstd(let d): return "zstd: \(d)"
         case .layoutChange(let d): return d
         case .unsupported(let d): return d

@@ -37,6 +37,8 @@ public final class PatchFile {
 
     public init(url: URL) throws {
         self.url = url
+        var clock = PhaseClock()
+        defer { clock.lap("patch opened and its SHA-256 checked") }
         let path = url.path
         let file = try FileDescriptor(path, flags: O_RDONLY)
         self.file = file

@@ -271,3 +271,49 @@ func attentionBackwardImpl(dq: UnsafeMutablePointer<Float>, dk: UnsafeMutablePoi
         }
     }
 }
+
+// MARK: - attention over explicit key spans (shared prefixes)
+
+/// out (n, nHeads · hd): query row i of q (n, nHeads · hd) attends to the key/value rows
+/// `keysA[i]` then `keysB[i]` of k and v (rows of nKVHeads · hd), in that order; no other mask.
+/// Query head h reads KV head h / (nHeads / nKVHeads); scale 1/√hd. A query whose keys are a
+/// sequence's rows 0...t gets exactly what `attentionForward`'s short-sequence kernel computes
+/// for row t (same dot, exp, normalisation and accumulation order), so a prompt run with its
+/// prefix shared (keysA = the shared prefix rows, keysB = its own rows) matches the plain pass.
+public func spanAttentionForward(_ out: UnsafeMutablePointer<Float>, q: UnsafePointer<Float>,
+                                 k: UnsafePointer<Float>, v: UnsafePointer<Float>,
+                                 keysA: [Range<Int>], keysB: [Range<Int>],
+                                 nHeads: Int, nKVHeads: Int, headDim hd: Int) {
+    precondition(keysA.count == keysB.count, "one pair of key spans per query")
+    precondition(nKVHeads > 0 && nHeads % nKVHeads == 0, "nHeads \(nHeads) not a multiple of nKVHeads \(nKVHeads)")
+    let n = keysA.count
+    let qs = nHeads * hd, kvs = nKVHeads * hd, group = nHeads / nKVHeads
+    let scaleF = 1 / Float(hd).squareRoot()
+    var maxKeys = 0, work = 0
+    for i in 0..<n {
+        let c = keysA[i].count + keysB[i].count
+        maxKeys = max(maxKeys, c); work += c
+    }
+    work *= nHeads * hd
+    parallelRanges(n * nHeads, minChunk: work > 1 << 16 ? 1 : Int.max / 4) { items in
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: max(maxKeys, 1)) { buf in
+            let p = buf.baseAddress!
+            for item in items {
+                let i = item / nHeads, h = item % nHeads
+                let kb = k + (h / group) * hd, vb = v + (h / group) * hd
+                let qrow = q + i * qs + h * hd, orow = out + i * qs + h * hd
+                let spanA = keysA[i], spanB = keysB[i]
+                var m = -Float.infinity
+                var j = 0
+                for r in spanA { let sc = dot(qrow, kb + r * kvs, hd) * scaleF; p[j] = sc; m = max(m, sc); j += 1 }
+                for r in spanB { let sc = dot(qrow, kb + r * kvs, hd) * scaleF; p[j] = sc; m = max(m, sc); j += 1 }
+                let sum = expShifted(p, p, j, shift: m)
+                scale(p, 1 / sum, j)
+                orow.update(repeating: 0, count: hd)
+                j = 0
+                for r in spanA { axpy(orow, p[j], vb + r * kvs, hd); j += 1 }
+                for r in spanB { axpy(orow, p[j], vb + r * kvs, hd); j += 1 }
+            }
+        }
+    }
+}

@@ -147,6 +147,15 @@ final class EvalTests: XCTestCase {
             XCTAssertNil(x["kl"])
         }
         XCTAssertGreaterThan(moved, 1e-4, "the patched model should differ")
+        // The patched run starts at block 29 from the base run's residual stream: the same
+        // numbers as running the patched file in full.
+        let perTuned = dir.appendingPathComponent("t.jsonl")
+        let full = try CLIRun.run(["eval", tuned.path, "--data", data.path, "--per-prompt", perTuned.path])
+        XCTAssertEqual(full.status, 0, full.stderr)
+        for (x, y) in zip(try objects(perTuned), p) {
+            XCTAssertEqual(try XCTUnwrap(y["p_he"] as? Double), try XCTUnwrap(x["p_he"] as? Double), accuracy: 1e-12)
+            XCTAssertEqual(try XCTUnwrap(y["p_she"] as? Double), try XCTUnwrap(x["p_she"] as? Double), accuracy: 1e-12)
+        }
         XCTAssertGreaterThan(try XCTUnwrap(p[2]["kl"] as? Double), 0)
         XCTAssertNil(p[0]["kl"])
         // Nothing was written next to the model.

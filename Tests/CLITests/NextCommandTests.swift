@@ -83,6 +83,43 @@ final class NextCommandTests: XCTestCase {
         }
     }
 
+    /// Prompts sharing prefixes (the default computes them once) give the plain pass's answers,
+    /// in file order; --timing says how many token rows were computed.
+    func testPrefixSharingSameAsPlain() throws {
+        let model = try requireSampleModel()
+        let ref = try reference()
+        let base = ref.prompts.map(\.prompt)
+        let texts = base + base.map { $0 + " and" } + base.map { $0 + " then she said" } + [base[0]]
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("next-shared-\(getpid()).txt")
+        try (texts.joined(separator: "\n") + "\n").write(to: file, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(at: file) }
+        let args = ["next", model.path, "--prompts", file.path, "--word", " he", "--word", " she", "--json", "--timing"]
+        let shared = try run(args), plain = try run(args + ["--no-prefix-sharing"])
+        XCTAssertEqual(shared.status, 0, shared.err)
+        XCTAssertEqual(plain.status, 0, plain.err)
+        let a = try shared.out.split(separator: "\n").map { try JSONDecoder().decode(NextOutput.self, from: Data($0.utf8)) }
+        let b = try plain.out.split(separator: "\n").map { try JSONDecoder().decode(NextOutput.self, from: Data($0.utf8)) }
+        XCTAssertEqual(a.count, texts.count)
+        XCTAssertEqual(b.count, texts.count)
+        for (i, (x, y)) in zip(a, b).enumerated() {
+            XCTAssertEqual(x.token_ids, y.token_ids)
+            if i < ref.prompts.count { check(x, ref.prompts[i]) }
+            XCTAssertEqual(x.top.map(\.id), y.top.map(\.id), "top-5 of prompt \(i)")
+            for (s, t) in zip(x.top, y.top) { XCTAssertEqual(s.p, t.p, accuracy: 1e-5) }
+            for w in [" he", " she"] { XCTAssertEqual(x.words[w] ?? -1, y.words[w] ?? -2, accuracy: 1e-5) }
+        }
+        // "N token rows computed": fewer than the prompts' tokens with sharing, equal without.
+        func counts(_ err: String) -> (tokens: Int, rows: Int)? {
+            let re = try! Regex(#"(\d+) tokens, \d+ tokens/s; (\d+) token rows computed"#)
+            guard let m = err.firstMatch(of: re), let t = m[1].substring, let r = m[2].substring else { return nil }
+            return (Int(t)!, Int(r)!)
+        }
+        let cs = try XCTUnwrap(counts(shared.err), shared.err), cp = try XCTUnwrap(counts(plain.err), plain.err)
+        XCTAssertEqual(cs.tokens, cp.tokens)
+        XCTAssertEqual(cp.rows, cp.tokens)
+        XCTAssertLessThan(cs.rows, cs.tokens)
+    }
+
     /// The same prompts on the F32 safetensors conversion: HF tokenizer.json, HF names,
     /// rotate-half RoPE; identical token ids and the same reference figures.
     func testConvertedSafetensorsMatchesReference() throws {

@@ -183,10 +183,12 @@ final class PatchCLITests: XCTestCase {
     func manifestEdited(_ patch: URL, _ name: String, replace: String, with: String) throws -> URL {
         let with = String((with + String(repeating: "x", count: replace.utf8.count)).prefix(replace.utf8.count))
         return try editedPatch(patch, name, rehash: true) { b in
-            let s = String(decoding: b, as: UTF8.self)
-            let r = s.range(of: replace)!
-            let at = s.utf8.distance(from: s.startIndex, to: r.lowerBound)
-            b.replaceSubrange(at..<(at + replace.utf8.count), with: Array(with.utf8))
+            // Byte search (the frames after the manifest are not UTF-8).
+            let needle = Array(replace.utf8)
+            guard let at = (0...(b.count - needle.count)).first(where: { b[$0..<($0 + needle.count)].elementsEqual(needle) }) else {
+                XCTFail("\(replace) not in the patch"); return
+            }
+            b.replaceSubrange(at..<(at + needle.count), with: Array(with.utf8))
         }
     }
 
@@ -227,7 +229,7 @@ final class PatchCLITests: XCTestCase {
                                        with: "\"name\":\"/tmp/model.layers.1.x")
         try expectRefused(["verify", f.base.path, slash.path], status: 2, "unsafe tensor", model: f.base)
         // An encoding from the future.
-        let enc = try manifestEdited(f.patch, "enc.lftfpatch", replace: "\"encoding\":\"float-diff\"", with: "\"encoding\":\"wavelet-99\"")
+        let enc = try manifestEdited(f.patch, "enc.lftfpatch", replace: "\"encoding\":\"float-rans\"", with: "\"encoding\":\"wavelet-99\"")
         try expectRefused(["apply", f.base.path, enc.path], status: 2, "upgrade lftf-patch", model: f.base)
         XCTAssertFalse(FileManager.default.fileExists(atPath: f.base.appendingPathComponent(".lftfpatch-journal").path))
     }
@@ -247,8 +249,9 @@ final class PatchCLITests: XCTestCase {
 
     func testDiskFull() throws {
         let f = try tinyFixture("patch-full")
-        // A file-size limit smaller than the journal: the journal write fails with EFBIG.
-        let limitKiB = 16
+        // A file-size limit smaller than the journal (a few KiB of sector hashes): the journal
+        // write fails with EFBIG before any byte of the model is written.
+        let limitKiB = 1
         try expectRefused(["apply", f.base.path, f.patch.path], status: 2, "File too large", model: f.base,
                           shell: "ulimit -f \(limitKiB); exec \"$0\" \"$@\"")
         XCTAssertFalse(FileManager.default.fileExists(atPath: f.base.appendingPathComponent(".lftfpatch-journal").path))
@@ -272,7 +275,10 @@ final class PatchCLITests: XCTestCase {
     }
 
     /// kill -9 at every kind of point of apply and revert (and of the recovery that follows):
-    /// after the next command the checkpoint is wholly base or wholly patched.
+    /// after the next command the checkpoint is wholly base or wholly patched. The fixture is
+    /// BF16 with a float-rans patch, so this runs the v2 (sector) journal: patch kept, journal
+    /// created, committed, each frame written, synced, journal and patch link deleted, and the
+    /// frame-by-frame rollback.
     func testKillNineAnywhereLeavesBaseOrPatched() throws {
         let f = try tinyFixture("patch-kill")
         let baseSnap = try snapshot(f.base), tunedSnap = try snapshot(f.tuned)
@@ -301,6 +307,7 @@ final class PatchCLITests: XCTestCase {
             let s = try snapshot(work).filter { !$0.key.hasPrefix(".lftfpatch") }
             XCTAssertTrue(s == baseSnap || s == tunedSnap, "kill at point \(k): the checkpoint is neither base nor patched")
             XCTAssertFalse(FileManager.default.fileExists(atPath: work.appendingPathComponent(".lftfpatch-journal").path))
+            XCTAssertFalse(FileManager.default.fileExists(atPath: work.appendingPathComponent(".lftfpatch-journal-patch").path))
             outcomes[s == baseSnap ? "base" : "patched", default: 0] += 1
         }
         // Kills at random moments of a slowed-down apply.

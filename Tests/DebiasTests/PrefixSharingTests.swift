@@ -20,7 +20,7 @@ final class PrefixSharingTests: XCTestCase {
         XCTAssertEqual(groups.reduce(0) { $0 + $1.rows }, 9 + 1 + 2)
     }
 
-    /// The shared-prefix forward against the engine's own on the sample model.
+    /// The wrapper (the engine's shared-prefix forward) against the engine's plain pass on the sample model.
     func testMatchesTheEngineOnTheSampleModel() throws {
         let url = try requireSampleModel()
         let model = try LlamaModel(checkpoint: try openCheckpoint(url))
@@ -31,7 +31,7 @@ final class PrefixSharingTests: XCTestCase {
         // Add variants sharing prefixes of different lengths, and a one-token prompt.
         seqs += [[504, 12996], [504, 12996, 18628], [504], seqs[0] + [30], seqs[1] + [30, 31]]
         var engine = [[Float]](repeating: [], count: seqs.count)
-        try model.forEachLastToken(prompts: seqs) { i, l, _ in engine[i] = Array(l) }
+        try model.forEachLastToken(prompts: seqs, sharePrefixes: false) { i, l, _ in engine[i] = Array(l) }
         let shared = PrefixSharingModel(model, maxBatchRows: 16)
         var got = [[Float]](repeating: [], count: seqs.count)
         try shared.forEachNextTokenLogits(seqs) { i, l in XCTAssertTrue(got[i].isEmpty); got[i] = Array(l) }
@@ -42,6 +42,8 @@ final class PrefixSharingTests: XCTestCase {
             for (a, b) in zip(got[i], engine[i]) { maxDiff = max(maxDiff, abs(a - b)) }
         }
         print("prefix sharing vs engine: max |Δlogit| = \(maxDiff), rows \(shared.lastRowCount) of \(shared.lastUnsharedRowCount)")
-        XCTAssertLessThan(maxDiff, 2e-3)
+        // OpenBLAS rounds a row differently by batch shape: the plain pass moves ~3e-5 in logits
+        // when only the prompt order changes (LlamaModelTests/SharedPrefixTests).
+        XCTAssertLessThan(maxDiff, 2e-4)
     }
 }

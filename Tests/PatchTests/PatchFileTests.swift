@@ -39,11 +39,23 @@ final class PatchFixture {
 
     func base() throws -> TestCheckpoint { try TestCheckpoint(baseDir) }
 
-    func builder(chunkElements: Int = 1 << 20) throws -> PatchBuilder {
+    /// A patch of block 1; `floatsOnly` leaves the Q4_1 tensor out (a patch that uses the sector journal).
+    func builder(chunkElements: Int = 1 << 20, floatsOnly: Bool = false) throws -> PatchBuilder {
         let b = PatchBuilder(base: try base(), provenance: Provenance(method: "lftf", locatedBlock: 1, seed: 42))
         b.chunkElements = chunkElements
-        for (n, d, s, bytes) in tuned where n.contains("layers.1.") { try b.replace(n, dtype: d, shape: s, bytes: bytes) }
+        for (n, d, s, bytes) in tuned where n.contains("layers.1.") && (!floatsOnly || d == .bf16) {
+            try b.replace(n, dtype: d, shape: s, bytes: bytes)
+        }
         return b
+    }
+
+    /// The checkpoint file with the tuned bytes of block 1's BF16 tensors (what a float-only patch gives).
+    func tunedFloatsOnly() throws -> Data {
+        var ts = tensors
+        for (i, t) in ts.enumerated() where t.0.contains("layers.1.") && t.1 == .bf16 { ts[i] = tuned[i] }
+        let d = dir.appendingPathComponent("tunedfloats")
+        try TestCheckpoint.write(d, ts)
+        return try fileBytes(d)
     }
 
     func fileBytes(_ d: URL) throws -> Data { try Data(contentsOf: d.appendingPathComponent("model.safetensors")) }
@@ -59,7 +71,7 @@ final class PatchFileTests: XCTestCase {
         XCTAssertEqual(p.manifest, m)
         XCTAssertEqual(p.manifest.tensors.map(\.name), (["self_attn.q_proj", "self_attn.k_proj", "mlp.up_proj", "mlp.down_proj", "mlp.gate_proj"]).map { "model.layers.1.\($0).weight" }.sorted { a, b in
             f.tensors.firstIndex { $0.0 == a }! < f.tensors.firstIndex { $0.0 == b }! })
-        XCTAssertEqual(p.manifest.tensors.first { $0.base.dtype == .bf16 }?.forward.encoding, "float-diff")
+        XCTAssertEqual(p.manifest.tensors.first { $0.base.dtype == .bf16 }?.forward.encoding, "float-rans")
         XCTAssertEqual(p.manifest.tensors.first { $0.base.dtype == .q4_1 }?.forward.encoding, "quant-diff")
         XCTAssertEqual(p.manifest.provenance?.locatedBlock, 1)
         XCTAssertEqual(p.manifest.base.fingerprint, try Fingerprint.of(f.base()))
