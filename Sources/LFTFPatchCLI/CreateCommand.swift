@@ -260,11 +260,22 @@ struct CreateCommand: ParsableCommand {
         // patch twice (unscored, then with its scores) scales with the trained elements.
         let scoreSeconds = stageTimes.last!.1
         let afterTraining = scoreSeconds + Double(trainedBlocks * blockElements) * CreateDefaults.encodeWriteSecondsPerElement
+        // Before training, stages are estimated from the base scoring's rate (seconds per token
+        // through one block); a training step's ETA then comes from the steps themselves.
+        let secondsPerTokenBlock = scoreSeconds / Double(max(evalTokens.reduce(0) { $0 + $1.count } * cfg.numLayers, 1))
 
         var lastPrint = Date.distantPast
         let result = try DebiasTraining.run(model: model, prompts: train, encode: encode, he: he, she: she, options: o) { ev in
             switch ev {
             case .stage(let s): log.stage(s)
+            case .workAhead(let w):
+                let secs = w.map { $0.tokenBlocks * secondsPerTokenBlock }
+                let parts = zip(w, secs).filter { $0.1 >= 0.5 }.map { "\($0.0.stage) ≈ " + String(format: "%.0fs", $0.1) }
+                // after the batches are known, the whole rest of the run
+                let whole = w.contains { $0.stage == "train" } ? String(format: "; whole run ≈ %.0fs more", secs.reduce(0, +) + afterTraining) : ""
+                if !parts.isEmpty || !whole.isEmpty {
+                    log.line("  estimate (at the base scoring's rate): " + parts.joined(separator: ", ") + whole)
+                }
             case .step(let p):
                 if Date().timeIntervalSince(lastPrint) > 2 || p.step == p.totalSteps {
                     lastPrint = Date()
