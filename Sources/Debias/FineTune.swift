@@ -53,6 +53,21 @@ public enum DebiasTrainingError: Error, CustomStringConvertible, Equatable {
 public enum DebiasTrainingEvent {
     case stage(String)
     case step(FineTuneProgress)
+    /// The work of the stages ahead, as soon as it is known (before locating; after the block
+    /// and the batches are known), for an ETA: see `WorkEstimate`.
+    case workAhead([WorkEstimate])
+}
+
+/// One stage's work in forward-pass units: `tokenBlocks` = Σ tokens × blocks they go through.
+/// A forward pass over T tokens of an N-block model is T·N units; a training step over T tokens
+/// from block L counts `trainingStepFactor` · T · (N − L) (a forward that saves activations, an
+/// activations-only backward of the same FLOPs, the trained block's weight gradients).
+public struct WorkEstimate: Sendable, Equatable {
+    public var stage: String
+    public var tokenBlocks: Double
+    /// Measured on the 7B-shaped checkpoint: 2.0–2.4 × the scoring forward's cost per token·block
+    /// (BENCHMARKS.md, create).
+    public static let trainingStepFactor = 2.3
 }
 
 public struct DebiasTrainingResult {
@@ -98,8 +113,10 @@ public enum DebiasTraining {
         // Locate
         var ranking: BlockRanking?
         if o.locator == .contrast && neutralTok.isEmpty { throw DebiasTrainingError.noTrainingPrompts(kind: "neutral") }
-        _ = events(.stage("locate (\(o.locator.rawValue))"))
         let locIdx = evenlySpaced(biasTok.count, o.locatePrompts)
+        let locTokens = locIdx.reduce(0) { $0 + biasTok[$1].count } + (o.locator == .contrast ? neutralTok.reduce(0) { $0 + $1.count } : 0)
+        _ = events(.workAhead([WorkEstimate(stage: "locate", tokenBlocks: Double(locTokens * nL))]))
+        _ = events(.stage("locate (\(o.locator.rawValue))"))
         ranking = try model.locate(biasPrompts: locIdx.map { biasTok[$0] }, neutralPrompts: neutralTok, locator: o.locator)
         lap("locate")
         let blocks = o.allBlocks ? Array(0..<nL) : [o.block ?? ranking!.top]
@@ -157,14 +174,22 @@ public enum DebiasTraining {
             }
         }
 
-        // Frozen prefix, then the base model's references
-        _ = events(.stage("cache hidden states entering block \(tuner.firstBlock) (\(examples.count) prompts)"))
-        try tuner.cachePrefix()
-        lap("cache prefix")
         // (only the examples the plan visits: hint and neutral lists are cycled, not exhausted)
         var visited = Set<Int>()
         for p in plan { visited.formUnion(p.indices) }
         let needBase = examples.indices.filter { visited.contains($0) && objective.needsBase($0) }
+        let L = tuner.firstBlock
+        let tokens = { (idx: [Int]) in idx.reduce(0) { $0 + examples[$1].count } }
+        _ = events(.workAhead([
+            WorkEstimate(stage: "cache prefix", tokenBlocks: Double(tokens(Array(examples.indices)) * L)),
+            WorkEstimate(stage: "base references", tokenBlocks: Double(tokens(needBase) * (nL - L))),
+            WorkEstimate(stage: "train", tokenBlocks: WorkEstimate.trainingStepFactor * Double(plan.reduce(0) { $0 + tokens($1.indices) } * (nL - L))),
+        ]))
+
+        // Frozen prefix, then the base model's references
+        _ = events(.stage("cache hidden states entering block \(tuner.firstBlock) (\(examples.count) prompts)"))
+        try tuner.cachePrefix()
+        lap("cache prefix")
         if !needBase.isEmpty {
             _ = events(.stage("base references (\(needBase.count) prompts)"))
             try tuner.logits(for: needBase) { i, z in objective.setBase(example: i, logits: z, vocabSize: model.config.vocabSize) }

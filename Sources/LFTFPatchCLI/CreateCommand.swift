@@ -57,6 +57,7 @@ enum CreateError: Error, CustomStringConvertible {
     case changeVanished(dtype: DType, detail: String)
     case unsupportedStoredDType(String)
     case notAnHFOrGGUF(String)
+    case trainingWontFit(blocks: Int, needBytes: UInt64, haveBytes: UInt64)
 
     var description: String {
         switch self {
@@ -65,6 +66,8 @@ enum CreateError: Error, CustomStringConvertible {
             return "the fine-tune's change vanishes when its tensors are rounded to \(d.rawValue) (\(detail)): store them at a higher precision (--stored-dtype f32) or train with a larger --lr"
         case .unsupportedStoredDType(let s): return "--stored-dtype \(s) is not supported: use native, f32, f16, bf16, q8_0, q4_1 or q4_0"
         case .notAnHFOrGGUF(let p): return "\(p) is neither a GGUF file nor an HF model directory"
+        case .trainingWontFit(let b, let need, let have):
+            return "training \(b) block\(b == 1 ? "" : "s") needs ≈ \(humanBytes(Int(need))) for fp32 weights, gradients and Adam state alone, more than this machine's \(humanBytes(Int(have))) of memory: train one block (drop --all-blocks) or use a machine with more memory"
         }
     }
 }
@@ -92,7 +95,8 @@ final class StageLog {
 func peakRSSBytes() -> Int? {
     guard let s = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return nil }
     for line in s.split(separator: "\n") where line.hasPrefix("VmHWM:") {
-        let f = line.split(separator: " ", omittingEmptySubsequences: true)
+        // "VmHWM:\t 123456 kB", or with no space after the tab from 8 digits on
+        let f = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
         if f.count >= 2, let kb = Int(f[1]) { return kb * 1024 }
     }
     return nil
@@ -160,6 +164,9 @@ struct CreateCommand: ParsableCommand {
     @Option(help: "Locate on at most this many training bias prompts, evenly spaced over professions and templates (0: all).")
     var locatePrompts: Int = CreateDefaults.locatePrompts
 
+    @Option(help: "Small-data mode for a big model on a small machine: use at most N prompts of each kind (bias, hint, neutral) in each split — for locating, training and the stored scores — drawn with --seed, stratified by template and by scale or hint gender. The patch records the subset. Default: every prompt.")
+    var maxPrompts: Int?
+
     @Option(help: "Split the stored scores are measured on.")
     var evalSplit: Split = .test
 
@@ -184,6 +191,7 @@ struct CreateCommand: ParsableCommand {
         if let lr { guard lr > 0, lr.isFinite else { throw ValidationError("--lr must be positive") } }
         guard !(allBlocks && block != nil) else { throw ValidationError("--all-blocks and --block exclude each other") }
         guard hintPerBatch >= 0, neutralPerBatch >= 0 else { throw ValidationError("per-batch counts must not be negative") }
+        if let m = maxPrompts { guard m >= 1 else { throw ValidationError("--max-prompts must be at least 1") } }
     }
 
     func run() throws {
@@ -191,15 +199,43 @@ struct CreateCommand: ParsableCommand {
         let outURL = URL(fileURLWithPath: output)
         if FileManager.default.fileExists(atPath: outURL.path) && !force { throw CreateError.outputExists(output) }
 
+        // Seconds per stage of this command (the training stages come from DebiasTraining).
+        var stageTimes: [(String, Double)] = []
+        var stageClock = Date()
+        func lap(_ name: String) { stageTimes.append((name, Date().timeIntervalSince(stageClock))); stageClock = Date() }
+
         log.stage("open \(common.model)")
         let ckpt = try openModelCheckpoint(common.model)
+        // Blocks past the weight cache are dequantized from the mapped file on every pass:
+        // unmap their pages after each read, so that resident memory is what create holds, not
+        // the whole file (the pages stay in the page cache).
+        (ckpt as? HFCheckpoint)?.releasePagesAfterRead = true
+        (ckpt as? GGUFCheckpoint)?.releasePagesAfterRead = true
         let tokenizer = try loadTokenizer(for: ckpt)
         let he = Int(try tokenizer.singleTokenID(for: " he")), she = Int(try tokenizer.singleTokenID(for: " she"))
         let encode: (String) throws -> [Int] = { tokenizer.encode($0).map(Int.init) }
+        // The trained blocks are the only ones held with fp32 copies, gradients and Adam's two
+        // moments (4 floats per weight): refuse up front what cannot fit (FPFT of a 7B model).
+        let cfg = ckpt.config
+        let blockElements = (2 * cfg.numHeads + 2 * cfg.numKVHeads) * cfg.headDim * cfg.hiddenSize + 3 * cfg.intermediateSize * cfg.hiddenSize
+        let trainedBlocks = allBlocks ? cfg.numLayers : 1
+        let trainBytes = UInt64(trainedBlocks) * UInt64(blockElements) * 16
+        if trainBytes > ProcessInfo.processInfo.physicalMemory {
+            throw CreateError.trainingWontFit(blocks: trainedBlocks, needBytes: trainBytes, haveBytes: ProcessInfo.processInfo.physicalMemory)
+        }
         let model = try LlamaModel(checkpoint: ckpt)
-        let (prompts, sources) = try common.loadPrompts()
+        var (prompts, sources) = try common.loadPrompts()
+        var subset: (prompts: [EvalPrompt], groups: [PromptSubset.Group])?
+        if let n = maxPrompts {
+            subset = PromptSubset.select(prompts, maxPerGroup: n, seed: seed)
+            prompts = subset!.prompts
+            log.line("small-data mode (--max-prompts \(n), seed \(seed)): " + subset!.groups.map {
+                "\($0.split) \($0.kind.rawValue) \($0.kept) of \($0.available)"
+            }.joined(separator: ", "))
+        }
         let train = try Dataset.select(prompts, split: .train)
         let evalPrompts = try Dataset.select(prompts, split: evalSplit)
+        lap("open")
 
         var o = DebiasTrainingOptions()
         o.loss = loss
@@ -218,20 +254,39 @@ struct CreateCommand: ParsableCommand {
         let evalTokens = try evaluator.encodeAll(evalPrompts)
         log.stage("score the base on \(evalSplit.rawValue) (\(evalPrompts.count) prompts)")
         let baseRun = try evaluator.run(model, prompts: evalPrompts, tokens: evalTokens)
+        lap("score base")
+        // What is left after training, for the whole-run ETA: scoring the patch costs what
+        // scoring the base did (same prompts, same model); encoding, compressing and writing the
+        // patch twice (unscored, then with its scores) scales with the trained elements.
+        let scoreSeconds = stageTimes.last!.1
+        let afterTraining = scoreSeconds + Double(trainedBlocks * blockElements) * CreateDefaults.encodeWriteSecondsPerElement
+        // Before training, stages are estimated from the base scoring's rate (seconds per token
+        // through one block); a training step's ETA then comes from the steps themselves.
+        let secondsPerTokenBlock = scoreSeconds / Double(max(evalTokens.reduce(0) { $0 + $1.count } * cfg.numLayers, 1))
 
         var lastPrint = Date.distantPast
         let result = try DebiasTraining.run(model: model, prompts: train, encode: encode, he: he, she: she, options: o) { ev in
             switch ev {
             case .stage(let s): log.stage(s)
+            case .workAhead(let w):
+                let secs = w.map { $0.tokenBlocks * secondsPerTokenBlock }
+                let parts = zip(w, secs).filter { $0.1 >= 0.5 }.map { "\($0.0.stage) ≈ " + String(format: "%.0fs", $0.1) }
+                // after the batches are known, the whole rest of the run
+                let whole = w.contains { $0.stage == "train" } ? String(format: "; whole run ≈ %.0fs more", secs.reduce(0, +) + afterTraining) : ""
+                if !parts.isEmpty || !whole.isEmpty {
+                    log.line("  estimate (at the base scoring's rate): " + parts.joined(separator: ", ") + whole)
+                }
             case .step(let p):
                 if Date().timeIntervalSince(lastPrint) > 2 || p.step == p.totalSteps {
                     lastPrint = Date()
-                    log.line(String(format: "  epoch %d/%d  step %d/%d  loss %.5f  elapsed %.1fs  ETA %.1fs",
-                                    p.epoch + 1, o.epochs, p.step, p.totalSteps, p.loss, p.elapsed, p.eta))
+                    log.line(String(format: "  epoch %d/%d  step %d/%d  loss %.5f  elapsed %.1fs  ETA %.1fs (whole run ≈ %.0fs more)",
+                                    p.epoch + 1, o.epochs, p.step, p.totalSteps, p.loss, p.elapsed, p.eta, p.eta + afterTraining))
                 }
             }
             return true
         }
+        stageTimes += result.timings
+        stageClock = Date()
         let ranking = result.ranking!
         if !quiet { printErr(ranking.barChart()) }
         if let chart {
@@ -243,6 +298,7 @@ struct CreateCommand: ParsableCommand {
         if compareFP32 {
             log.stage("score the fp32 weights in memory")
             fp32Run = try evaluator.run(model, prompts: evalPrompts, tokens: evalTokens)
+            lap("score fp32")
         }
 
         // Encode the trained tensors in their stored dtype.
@@ -288,6 +344,8 @@ struct CreateCommand: ParsableCommand {
                 detail: (keptAll < 0.005 ? "none" : "only " + String(format: "%.0f%%", keptAll * 100)) + " of the trained change survives, measured as the projection of the stored change on the trained one")
         }
 
+        lap("encode")
+
         // Provenance: every setting needed to reproduce the run (no clock, no paths).
         var hp: [String: PJSON] = [:]
         hp["lr"] = .number(o.learningRate)
@@ -317,23 +375,36 @@ struct CreateCommand: ParsableCommand {
         if let n = ranking.neutralBMI { prov.extra["bmi_neutral"] = .array(n.map { .number($0) }) }
         prov.extra["trained_blocks"] = .array(result.trained.map { .number(Double($0.layer)) })
         prov.extra["stored_change"] = .object(changeReport)
+        if let subset, let n = maxPrompts {
+            hp["max_prompts"] = .number(Double(n))
+            prov.extra["subset"] = subsetJSON(subset, maxPerGroup: n)
+        }
+        prov.hyperparameters = hp
         builder.provenance = prov
 
         // Score as stored: write the patch without scores, decode it over the base, evaluate.
-        log.stage("score the patch as stored on \(evalSplit.rawValue)")
+        log.stage("write the patch without scores, to score it as stored")
         let tmp = outURL.deletingLastPathComponent().appendingPathComponent(".\(outURL.lastPathComponent).unscored-\(getpid())")
         defer { try? FileManager.default.removeItem(at: tmp) }
         try builder.write(to: tmp)
+        lap("write unscored")
+        let writeSeconds = stageTimes.last!.1
+        log.stage("decode the patch over the base")
         let overlay = try OverlayCheckpoint(base: ckpt, patch: PatchFile(url: tmp))
+        // The trained copies are the model's overrides: overwrite them with the stored values
+        // (no second fp32 copy of the block; the fp32 weights are not needed any more).
         for w in result.trained {
-            let asStored = try model.trainableCopy(of: w.layer)
             for role in TensorRole.trainable(block: w.layer) {
                 let info = overlay.tensorInfo(named: overlay.name(for: role))!
-                try asStored.setWeight(try overlay.floats(info), for: role)
+                try w.setWeight(try overlay.floats(info), for: role)
             }
-            try model.overrideBlock(w.layer, with: asStored)
+            try model.overrideBlock(w.layer, with: w)
         }
+        lap("decode")
+        log.stage(String(format: "score the patch as stored on \(evalSplit.rawValue) (ETA %.0fs: as long as the base's scoring, then writing)",
+                         scoreSeconds + writeSeconds))
         let patchedRun = try evaluator.run(model, prompts: evalPrompts, tokens: evalTokens)
+        lap("score patched")
         let cmp = try EvalComparison(base: baseRun, patched: patchedRun)
 
         func dict(_ s: BiasScores, kl: Double?) -> [String: Double] {
@@ -349,10 +420,17 @@ struct CreateCommand: ParsableCommand {
         scores.extra["split"] = .string(evalSplit.rawValue)
         scores.extra["measured_on"] = .string("base checkpoint + this patch's tensors as stored (\(Set(stored.values).map(\.rawValue).sorted().joined(separator: ", ")))")
         scores.extra["n_neutral"] = .number(Double(cmp.kl.count))
+        if let subset, let n = maxPrompts {
+            let g = subset.groups.filter { $0.split == evalSplit.rawValue }
+            scores.extra["subset"] = .string("--max-prompts \(n) (seed \(seed)): a stratified subset of the \(evalSplit.rawValue) split, "
+                + g.map { "\($0.kept) of \($0.available) \($0.kind.rawValue)" }.joined(separator: ", ")
+                + " prompts (provenance.subset)")
+        }
         builder.scores = scores
         log.stage("write \(output)")
         let manifest = try builder.write(to: outURL)
         let patchBytes = (try? FileManager.default.attributesOfItem(atPath: outURL.path)[.size] as? Int) ?? 0
+        lap("write")
 
         var fp32Scores: [String: Double]?
         if let r = fp32Run {
@@ -367,12 +445,30 @@ struct CreateCommand: ParsableCommand {
             steps: result.counts["steps"] ?? 0, finalLoss: result.stepLosses.last ?? .nan,
             patchBytes: patchBytes, storedDtypes: Array(Set(stored.values.map(\.rawValue))).sorted(),
             seconds: log.elapsed, peakRSS: peakRSSBytes() ?? 0,
-            timings: Dictionary(uniqueKeysWithValues: result.timings), tensors: manifest.tensors.count)
+            timings: Dictionary(stageTimes, uniquingKeysWith: +), tensors: manifest.tensors.count)
         if json {
             try printJSON(summary)
         } else {
             print(summary.text)
         }
+    }
+
+    /// The subset's description in the provenance: the rule, and per (split, kind) what was kept
+    /// of what, and the SHA-256 of the kept prompts' texts (one per line, in file order).
+    func subsetJSON(_ subset: (prompts: [EvalPrompt], groups: [PromptSubset.Group]), maxPerGroup n: Int) -> PJSON {
+        var groups: [String: PJSON] = [:]
+        for g in subset.groups {
+            let texts = subset.prompts.filter { ($0.split?.rawValue ?? "none") == g.split && $0.kind == g.kind }.map(\.prompt)
+            groups[g.split + "/" + g.kind.rawValue] = .object([
+                "kept": .number(Double(g.kept)), "available": .number(Double(g.available)), "strata": .number(Double(g.strata)),
+                "sha256": .string(sha256Hex(Array(texts.joined(separator: "\n").utf8))),
+            ])
+        }
+        return .object([
+            "max_per_split_and_kind": .number(Double(n)),
+            "rule": .string("per (split, kind): strata = template × scale (bias) or hint gender (hint); N shared by largest remainder; SplitMix64 shuffle per stratum seeded with provenance.seed ^ FNV-1a(\"split/kind#stratum\"); file order kept"),
+            "groups": .object(groups),
+        ])
     }
 
     func storedDType(for base: DType) throws -> DType {
@@ -398,6 +494,10 @@ enum CreateDefaults {
     static let neutralPerBatch = 8
     static let maxBiasPrompts: Int? = 320
     static let locatePrompts = 256
+    /// Encoding the trained tensors, writing the patch, decoding it over the base and writing
+    /// it again with its scores, per trained element: ≈ 89 ns on a 7B-shaped block (202 M
+    /// elements, BF16) on the 2-core machine, shared (BENCHMARKS.md, create). Only for the ETA.
+    static let encodeWriteSecondsPerElement = 90e-9
 }
 
 /// Floats → bytes of `dtype` (little-endian).

@@ -10,7 +10,8 @@ struct SynthCommand: ParsableCommand {
         discussion: """
         --preset tiny: the 2-block test model (hidden 64) as an HF directory, with tokenizer files.
         --preset 7b: a Llama-2-7B-shaped BF16 HF directory (32 blocks, hidden 4096, about 13.5 GB),
-        sharded at --shard-size (default 5GB) and written streaming in 16 MiB chunks.
+        sharded at --shard-size (default 5GB) and written streaming in 16 MiB chunks, with a small \
+        byte-level tokenizer in which " he" and " she" are single tokens (so create and eval run on it).
         """)
 
     enum Preset: String, ExpressibleByArgument, CaseIterable { case tiny, _7b = "7b" }

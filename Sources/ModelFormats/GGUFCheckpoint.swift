@@ -12,6 +12,9 @@ public final class GGUFCheckpoint: Checkpoint {
     public let config: ModelConfig
     /// All metadata by key (the tokenizer reads `tokenizer.ggml.*` from here).
     public let metadata: [String: GGUFValue]
+    /// When true, `floats` unmaps a tensor's file pages from the process after dequantizing
+    /// it (see `HFCheckpoint.releasePagesAfterRead`). Off by default.
+    public var releasePagesAfterRead = false
     private let index: [String: Int]
 
     public init(url: URL) throws {
@@ -42,7 +45,10 @@ public final class GGUFCheckpoint: Checkpoint {
     }
 
     public func floats(_ tensor: TensorInfo) throws -> [Float] {
-        try dequantize(try rawBytes(tensor), dtype: tensor.dtype, count: tensor.elementCount)
+        let raw = try rawBytes(tensor)
+        let v = try dequantize(raw, dtype: tensor.dtype, count: tensor.elementCount)
+        if releasePagesAfterRead { releaseMappedPages(raw) }
+        return v
     }
 
     /// The raw GGUF tensor-info record (ggml ne order, relative offset) of a tensor.

@@ -204,6 +204,10 @@ public final class HFCheckpoint: Checkpoint {
     public let tokenizerJSON: URL?
     /// tokenizer_config.json, when present.
     public let tokenizerConfigJSON: URL?
+    /// When true, `floats` unmaps a tensor's file pages from the process after dequantizing
+    /// it (`releaseMappedPages`): resident memory then counts what was dequantized, not every
+    /// page of the checkpoint ever read. Off by default.
+    public var releasePagesAfterRead = false
     private let byName: [String: Int]
 
     public init(directory: URL) throws {
@@ -258,7 +262,10 @@ public final class HFCheckpoint: Checkpoint {
     }
 
     public func floats(_ t: TensorInfo) throws -> [Float] {
-        try dequantize(try rawBytes(t), dtype: t.dtype, count: t.elementCount)
+        let raw = try rawBytes(t)
+        let v = try dequantize(raw, dtype: t.dtype, count: t.elementCount)
+        if releasePagesAfterRead { releaseMappedPages(raw) }
+        return v
     }
 }
 

@@ -122,6 +122,20 @@ public final class MappedFile: @unchecked Sendable {
     }
 }
 
+/// Unmaps the whole pages inside `bytes` from this process (madvise MADV_DONTNEED) after a
+/// read-only mapping has been read: the data stays in the page cache and is faulted back in
+/// on the next access, but no longer counts in the process's resident set. For a caller that
+/// streams a checkpoint larger than it wants to keep mapped (a 7B model's blocks dequantized
+/// one by one). Only for read-only mappings (`MappedFile(url:)`), whose pages are never dirty.
+public func releaseMappedPages(_ bytes: UnsafeRawBufferPointer) {
+    guard let start = bytes.baseAddress, bytes.count > 0 else { return }
+    let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+    let lo = (Int(bitPattern: start) + page - 1) / page * page
+    let hi = (Int(bitPattern: start) + bytes.count) / page * page
+    guard hi > lo, let p = UnsafeMutableRawPointer(bitPattern: lo) else { return }
+    _ = madvise(p, hi - lo, Int32(MADV_DONTNEED))
+}
+
 /// A file written front to back through a 1 MiB buffer. Call `close()` to flush; the
 /// destructor closes without reporting errors.
 public final class OutputFile {

@@ -92,6 +92,16 @@ public enum SyntheticModel {
                               bosTokenId: 1, eosTokenId: 2, addBOS: false)
     }()
 
+    /// The tiny vocabulary plus merges that make " he" and " she" single tokens (`Ġhe`, `Ġshe`),
+    /// so that AFGB and UB are defined: the 7B-shaped preset's tokenizer (`create` runs on it).
+    public static let pronounVocabulary: GGUFVocabulary = {
+        var v = tinyVocabulary
+        for m in ["Ġ he", "s he", "Ġ she"] {
+            v.merges.append(m); v.tokens.append(m.replacingOccurrences(of: " ", with: "")); v.tokenTypes.append(1)
+        }
+        return v
+    }()
+
     /// GPT-2's byte → printable-character table (`bytes_to_unicode`), in byte order.
     public static let gpt2ByteSymbols: [String] = {
         var printable = Array(33...126) + Array(161...172) + Array(174...255)
@@ -194,7 +204,8 @@ public enum SyntheticModel {
 
     /// A 7B-shaped BF16 checkpoint (≈13.5 GB for 32 blocks), sharded at `maxShardBytes`,
     /// written in 16 MiB chunks: memory use stays flat whatever the size. Values are random
-    /// BF16 of magnitude 2^-10..2^-3 (not a trained model; for I/O benchmarks).
+    /// BF16 of magnitude 2^-10..2^-3 (not a trained model; for I/O and memory benchmarks),
+    /// with `pronounVocabulary` as tokenizer.json / tokenizer_config.json.
     public static func write7BShaped(to directory: URL, layers: Int = 32, seed: UInt64 = 1,
                                      maxShardBytes: Int = 5_000_000_000,
                                      progress: ((Int, Int, String) -> Void)? = nil) throws {
@@ -225,5 +236,11 @@ public enum SyntheticModel {
         }
         try HFConfig(c, bosTokenId: 1, eosTokenId: 2, torchDtype: "bfloat16").encoded()
             .write(to: directory.appendingPathComponent("config.json"))
+        // A small byte-level tokenizer (ids < 270 of the 32,000-row embedding) with " he" and
+        // " she" as single tokens: enough for `create` and `eval` to run on this checkpoint.
+        let v = pronounVocabulary
+        try Data(try HFTokenizerFiles.tokenizerJSON(v)).write(to: directory.appendingPathComponent("tokenizer.json"))
+        try Data(HFTokenizerFiles.tokenizerConfigJSON(v, maxLength: c.maxPositions))
+            .write(to: directory.appendingPathComponent("tokenizer_config.json"))
     }
 }

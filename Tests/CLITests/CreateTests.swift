@@ -84,6 +84,60 @@ final class CreateTests: XCTestCase {
         XCTAssertTrue(r.stdout.contains("AFGB"), r.stdout)
     }
 
+    /// Small-data mode: --max-prompts N keeps a seeded, stratified subset of each (split, kind);
+    /// the scores say what they were measured on, the manifest records the subset, and the
+    /// same inputs and seed give the same bytes.
+    func testMaxPromptsSubsetIsRecordedAndDeterministic() throws {
+        let (model, data) = try makeModel()
+        let dir = model.deletingLastPathComponent()
+        let args = ["create", model.path, "--data", data.path, "--max-prompts", "2", "--lr", "1e-2", "--batch", "2",
+                    "--hint-per-batch", "1", "--neutral-per-batch", "1", "--seed", "5", "--eval-split", "dev", "--json"]
+        var r = try CLIRun.run(args + ["-o", dir.appendingPathComponent("s1.lftfpatch").path])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stderr.contains("small-data mode (--max-prompts 2, seed 5): train bias 2 of 8, train hint 2 of 8"), r.stderr)
+        XCTAssertTrue(r.stderr.contains("(whole run ≈ "), r.stderr)
+        // before training: the work ahead, estimated at the base scoring's rate
+        XCTAssertTrue(r.stderr.contains("estimate (at the base scoring's rate): "), r.stderr)
+        XCTAssertTrue(r.stderr.contains("; whole run ≈ "), r.stderr)
+        let j = try r.json()
+        XCTAssertEqual(j["steps"] as? Int, 2)           // 2 epochs × (2 of 8 training bias prompts / batch 2)
+        let before = try XCTUnwrap(j["before"] as? [String: Double]), after = try XCTUnwrap(j["after"] as? [String: Double])
+        XCTAssertEqual(before["n_bias"], 2); XCTAssertEqual(before["n_hint"], 2)   // 2 of 4 dev bias, 2 of 4 dev hint
+        XCTAssertEqual(after["n_bias"], 2)
+        let timings = try XCTUnwrap(j["timings"] as? [String: Double])
+        for stage in ["open", "score base", "locate", "train", "encode", "score patched", "write"] {
+            XCTAssertNotNil(timings[stage], "no time for stage \(stage): \(timings.keys.sorted())")
+        }
+        // one word-scale and one phrase-scale prompt of each split's bias prompts
+        XCTAssertNotNil(before["afgb_word"]); XCTAssertNotNil(before["afgb_phrase"])
+
+        r = try CLIRun.run(["info", dir.appendingPathComponent("s1.lftfpatch").path, "--json"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let m = try XCTUnwrap(try r.json()["manifest"] as? [String: Any])
+        let prov = try XCTUnwrap(m["provenance"] as? [String: Any])
+        XCTAssertEqual((prov["hyperparameters"] as? [String: Any])?["max_prompts"] as? Int, 2)
+        let subset = try XCTUnwrap(prov["subset"] as? [String: Any])
+        XCTAssertEqual(subset["max_per_split_and_kind"] as? Int, 2)
+        let groups = try XCTUnwrap(subset["groups"] as? [String: [String: Any]])
+        XCTAssertEqual(groups["train/bias"]?["kept"] as? Int, 2)
+        XCTAssertEqual(groups["train/bias"]?["available"] as? Int, 8)
+        XCTAssertEqual(groups["train/bias"]?["strata"] as? Int, 2)          // word, phrase
+        XCTAssertEqual(groups["dev/neutral"]?["kept"] as? Int, 1)
+        XCTAssertEqual((groups["test/hint"]?["sha256"] as? String)?.count, 64)
+        let scores = try XCTUnwrap(m["scores"] as? [String: Any])
+        XCTAssertEqual(scores["subset"] as? String,
+                       "--max-prompts 2 (seed 5): a stratified subset of the dev split, 2 of 4 bias, 2 of 4 hint, 1 of 1 neutral prompts (provenance.subset)")
+
+        // Same inputs and seed: the same bytes. Another seed draws another subset.
+        r = try CLIRun.run(args + ["--quiet", "-o", dir.appendingPathComponent("s2.lftfpatch").path])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertEqual(try Data(contentsOf: dir.appendingPathComponent("s1.lftfpatch")),
+                       try Data(contentsOf: dir.appendingPathComponent("s2.lftfpatch")))
+        r = try CLIRun.run(["create", model.path, "--data", data.path, "--max-prompts", "0", "-o", dir.appendingPathComponent("s0.lftfpatch").path])
+        XCTAssertEqual(r.status, 2)
+        XCTAssertTrue(r.stderr.contains("--max-prompts must be at least 1"), r.stderr)
+    }
+
     func testCreatePaperLossFPFTAndBadInput() throws {
         let (model, data) = try makeModel()
         let dir = model.deletingLastPathComponent()
