@@ -17,7 +17,7 @@ public enum DeltaEncoding: String, Codable, CaseIterable, Sendable {
     /// differences, range-coded in the context of whether the block's scales changed.
     case quantDiff = "quant-diff"
     /// BF16/F16/F32: the differences of `float-diff`, coded with static per-frame tables and
-    /// interleaved rANS (RansCodec.swift): about the same size, ~10× faster to decode.
+    /// interleaved rANS (RansCodec.swift): slightly smaller, ~5× faster to decode.
     case floatRans = "float-rans"
     /// A float tensor stored from a quantized one (Q4_0/Q4_1/Q8_0 → F16/BF16/F32, what `create`
     /// writes for a quantized GGUF): `float-rans` against the base dequantized to the target
