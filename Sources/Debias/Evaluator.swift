@@ -128,12 +128,8 @@ public struct Evaluator {
                 guard row.count == V, r >= 0, r < idx.count else { throw EvaluationError.wrongLogitCount(expected: V, got: row.count) }
                 let i = idx[r]
                 seen += 1
-                // log Σ exp, max-subtracted, in Double
-                var m = -Float.infinity
-                for x in row where x > m { m = x }
-                var s = 0.0
-                for x in row { s += exp(Double(x - m)) }
-                let lse = log(s) + Double(m)
+                // log Σ exp, max-subtracted, summed in Double (the engine's)
+                let lse = NextToken.logSumExp(row)
                 probs[i] = PronounProbabilities(he: exp(Double(row[he]) - lse), she: exp(Double(row[she]) - lse))
                 if prompts[i].kind == .neutral { neutral[i] = row.map { Float(Double($0) - lse) } }
             }

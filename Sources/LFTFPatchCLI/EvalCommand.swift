@@ -92,19 +92,23 @@ struct EvalCommand: ParsableCommand {
             }
         }
         // Prompts of a profession share "The {profession}": the engine computes it once.
-        let baseModel = try LlamaModel(checkpoint: baseCheckpoint)
         var comparison: EvalComparison?
         let base: EvalRun
         if let overlay {
             // The patched model equals the base before the first block the patch touches: the base
             // run saves the residual stream entering that block and the patched run starts there.
-            let first = EvalCommand.firstPatchedBlock(overlay.patchedNames, numLayers: baseModel.config.numLayers)
-            let saving = ResumingModel(baseModel, layer: first)
-            base = try run(saving, label: "base")
-            let patched = ResumingModel(try LlamaModel(checkpoint: overlay), layer: first, resumeFrom: saving.snapshots)
+            let first = EvalCommand.firstPatchedBlock(overlay.patchedNames, numLayers: baseCheckpoint.config.numLayers)
+            var snapshots: [ResidualSnapshot] = []
+            do {   // the base model is released before the patched one is loaded
+                let saving = ResumingModel(try LlamaModel(checkpoint: baseCheckpoint), layer: first)
+                base = try run(saving, label: "base")
+                snapshots = saving.snapshots
+            }
+            let patched = ResumingModel(try LlamaModel(checkpoint: overlay), layer: first, resumeFrom: snapshots)
+            snapshots = []
             comparison = try EvalComparison(base: base, patched: try run(patched, label: "patched"))
         } else {
-            base = try run(baseModel, label: "base")
+            base = try run(try LlamaModel(checkpoint: baseCheckpoint), label: "base")
         }
         let evaluated = comparison?.patched ?? base
         let seconds = Date().timeIntervalSince(start)

@@ -449,13 +449,13 @@ public enum NextToken {
         logits.withUnsafeBufferPointer { probabilities($0) }
     }
 
-    /// log Σ exp(logits), max-subtracted, summed in Double.
+    /// log Σ exp(logits), max-subtracted, summed in Double (each term by TensorMath's 8-lane
+    /// float exp: relative error ≈ 1e-7, and ~8× faster than a libm call per vocabulary entry).
     public static func logSumExp(_ logits: UnsafeBufferPointer<Float>) -> Double {
-        var m = -Float.infinity
-        for l in logits where l > m { m = l }
-        var sum = 0.0
-        for l in logits { sum += Foundation.exp(Double(l - m)) }
-        return Double(m) + Foundation.log(sum)
+        guard let p = logits.baseAddress, logits.count > 0 else { return -.infinity }
+        let m = maxValue(p, logits.count)
+        if !m.isFinite { return Double(m) }
+        return Double(m) + Foundation.log(sumExpShifted(p, logits.count, shift: m))
     }
     public static func logSumExp(_ logits: [Float]) -> Double {
         logits.withUnsafeBufferPointer { logSumExp($0) }

@@ -301,7 +301,9 @@ public enum PatchApplier {
             let s: [UInt8]? = enc.needsSource ? try source(from.dtype.byteCount(elements: first)!, from.dtype.byteCount(elements: count)!) : nil
             var out = [UInt8](repeating: 0, count: tLen)
             try frame.withUnsafeBytes { f in try out.withUnsafeMutableBytes { o in
-                if let s {
+                if enc == .floatRansDequant, let s {
+                    try s.withUnsafeBytes { try DeltaCodec.decodeDequant(frame: f, base: $0, baseType: from.dtype, into: o, dtype: to.dtype, tensor: e.name) }
+                } else if let s {
                     try s.withUnsafeBytes { try DeltaCodec.decode(enc, dtype: to.dtype, frame: f, source: $0, into: o, reverse: reverseDecode, tensor: e.name) }
                 } else {
                     try DeltaCodec.decode(enc, dtype: to.dtype, frame: f, source: nil, into: o, reverse: false, tensor: e.name)

@@ -17,8 +17,12 @@ public enum DeltaEncoding: String, Codable, CaseIterable, Sendable {
     /// differences, range-coded in the context of whether the block's scales changed.
     case quantDiff = "quant-diff"
     /// BF16/F16/F32: the differences of `float-diff`, coded with static per-frame tables and
-    /// interleaved rANS (RansCodec.swift): about the same size, ~10× faster to decode.
+    /// interleaved rANS (RansCodec.swift): slightly smaller, ~5× faster to decode.
     case floatRans = "float-rans"
+    /// A float tensor stored from a quantized one (Q4_0/Q4_1/Q8_0 → F16/BF16/F32, what `create`
+    /// writes for a quantized GGUF): `float-rans` against the base dequantized to the target
+    /// dtype. Forward only (a `reverse` stream, `zstd` of the base, is required).
+    case floatRansDequant = "float-rans-dequant"
 
     /// Whether the encoding derives the target from a source tensor of the same dtype.
     public var needsSource: Bool { self != .zstd }
@@ -26,6 +30,9 @@ public enum DeltaEncoding: String, Codable, CaseIterable, Sendable {
     /// Whether a frame can be decoded with a per-element direction (some elements base, some
     /// patched), which the sector journal's recovery needs.
     public var decodesMixed: Bool { self == .floatRans }
+
+    /// Whether the forward frame also decodes the base from the result (same dtype both sides).
+    public var decodesBackwards: Bool { needsSource && self != .floatRansDequant }
 }
 
 /// Float layouts `float-diff` supports: element width in bits, exponent field position and size.
@@ -66,7 +73,11 @@ enum DeltaCodec {
     /// Encodings worth trying for a tensor that keeps `dtype` (smallest wins), or [.zstd] when
     /// the dtype or shape changes.
     static func candidates(base: DType, patched: DType, sameShape: Bool, float: DeltaEncoding = .floatRans) -> [DeltaEncoding] {
-        guard base == patched, sameShape else { return [.zstd] }
+        guard base == patched, sameShape else {
+            // A quantized block stored as floats: against the dequantized base, if smaller.
+            if sameShape, float == .floatRans, QuantLayout(base) != nil, FloatLayout(patched) != nil { return [.zstd, .floatRansDequant] }
+            return [.zstd]
+        }
         // float-rans/float-diff and quant-diff beat xor-planes by ~2x on every fine-tune measured
         // (BENCHMARKS.md), and compressing xor planes at level 19 costs seconds: those dtypes
         // try their own encoding only. Floats use float-rans: smaller than float-diff on every
@@ -79,7 +90,7 @@ enum DeltaCodec {
     static func supports(_ e: DeltaEncoding, _ d: DType) -> Bool {
         switch e {
         case .zstd, .xorPlanes: return true
-        case .floatDiff, .floatRans: return FloatLayout(d) != nil
+        case .floatDiff, .floatRans, .floatRansDequant: return FloatLayout(d) != nil
         case .quantDiff: return QuantLayout(d) != nil
         }
     }
@@ -107,6 +118,8 @@ enum DeltaCodec {
             return encodeFloat(FloatLayout(dtype)!, base: source!, patched: target)
         case .floatRans:
             return encodeFloatRans(FloatLayout(dtype)!, base: source!, patched: target)
+        case .floatRansDequant:
+            throw PatchError.unsupported("float-rans-dequant frames are encoded with encodeDequant (the source has another dtype)")
         case .quantDiff:
             return try encodeQuant(QuantLayout(dtype)!, base: source!, patched: target, level: level)
         }
@@ -137,6 +150,8 @@ enum DeltaCodec {
         case .floatRans:
             try decodeFloatRans(FloatLayout(dtype)!, frame: frame, source: source!, into: out,
                                 direction: UniformDirection(rev: reverse), tensor: tensor)
+        case .floatRansDequant:
+            throw PatchError.corruptFrame(tensor: tensor, detail: "float-rans-dequant frames are decoded with decodeDequant")
         case .quantDiff:
             try decodeQuant(QuantLayout(dtype)!, frame: frame, source: source!, into: out, reverse: reverse, tensor: tensor)
         }
@@ -381,4 +396,63 @@ enum DeltaCodec {
     }
     /// Inverse of zz4/zz8 as a wrapping difference.
     @inline(__always) private static func unzz(_ z: UInt8) -> UInt8 { (z >> 1) ^ (0 &- (z & 1)) }
+}
+
+// MARK: float-rans-dequant
+
+extension DeltaCodec {
+    /// The base frame dequantized to the target float dtype, bit for bit as the format says:
+    /// Q4_0 d·(q − 8), Q4_1 d·q + m, Q8_0 d·q in float32 (f16 scales widened exactly, one
+    /// rounding per operation, no fused multiply-add), then rounded to nearest-even F16/BF16
+    /// (F32: as is).
+    static func dequantized(_ src: UnsafeRawBufferPointer, from q: DType, to f: DType) throws -> [UInt8] {
+        guard let L = QuantLayout(q), FloatLayout(f) != nil else {
+            throw PatchError.unsupported("float-rans-dequant from \(q.rawValue) to \(f.rawValue)")
+        }
+        let nb = src.count / L.blockBytes
+        let n = nb * 32
+        var out = [UInt8](repeating: 0, count: n * f.blockBytes)
+        out.withUnsafeMutableBytes { o in
+            for b in 0..<nb {
+                let off = b * L.blockBytes
+                let d = Float(Float16(bitPattern: src.loadUnaligned(fromByteOffset: off, as: UInt16.self).littleEndian))
+                let m = L.halfs == 2 ? Float(Float16(bitPattern: src.loadUnaligned(fromByteOffset: off + 2, as: UInt16.self).littleEndian)) : 0
+                let qs = off + 2 * L.halfs
+                for j in 0..<32 {
+                    let x: Float
+                    if L.nibbles {
+                        let byte = src[qs + (j & 15)]
+                        let v = j < 16 ? byte & 15 : byte >> 4       // ggml: low nibbles are elements 0–15
+                        x = q == .q4_1 ? (d * Float(v)) + m : d * Float(Int(v) - 8)
+                    } else {
+                        x = d * Float(Int8(bitPattern: src[qs + j]))
+                    }
+                    let i = b * 32 + j
+                    switch f {
+                    case .f16: o.storeBytes(of: Float16(x).bitPattern.littleEndian, toByteOffset: 2 * i, as: UInt16.self)
+                    case .bf16:
+                        let u = x.bitPattern
+                        let r = x.isNaN ? UInt16(u >> 16) | 0x40 : UInt16((u &+ 0x7FFF &+ ((u >> 16) & 1)) >> 16)
+                        o.storeBytes(of: r.littleEndian, toByteOffset: 2 * i, as: UInt16.self)
+                    default: o.storeBytes(of: x.bitPattern.littleEndian, toByteOffset: 4 * i, as: UInt32.self)
+                    }
+                }
+            }
+        }
+        return out
+    }
+
+    static func encodeDequant(base: UnsafeRawBufferPointer, baseType: DType, target: UnsafeRawBufferPointer, dtype: DType) throws -> [UInt8] {
+        let s = try dequantized(base, from: baseType, to: dtype)
+        return s.withUnsafeBytes { encodeFloatRans(FloatLayout(dtype)!, base: $0, patched: target) }
+    }
+
+    static func decodeDequant(frame: UnsafeRawBufferPointer, base: UnsafeRawBufferPointer, baseType: DType,
+                              into out: UnsafeMutableRawBufferPointer, dtype: DType, tensor: String) throws {
+        let s = try dequantized(base, from: baseType, to: dtype)
+        guard s.count == out.count else { throw PatchError.corruptFrame(tensor: tensor, detail: "source and target sizes differ") }
+        try s.withUnsafeBytes {
+            try decodeFloatRans(FloatLayout(dtype)!, frame: frame, source: $0, into: out, direction: UniformDirection(rev: false), tensor: tensor)
+        }
+    }
 }

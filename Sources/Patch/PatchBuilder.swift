@@ -116,6 +116,11 @@ public final class PatchBuilder {
                             return try DeltaCodec.encode(.zstd, dtype: dtype, source: nil,
                                                          target: UnsafeRawBufferPointer(rebasing: b[lo..<hi]), level: level)
                         }
+                        if job.encoding == .floatRansDequant {
+                            let srcHi = srcLo + t.info.dtype.byteCount(elements: count)!
+                            return try DeltaCodec.encodeDequant(base: UnsafeRawBufferPointer(rebasing: b[srcLo..<srcHi]), baseType: t.info.dtype,
+                                                                target: UnsafeRawBufferPointer(rebasing: patched[lo..<hi]), dtype: dtype)
+                        }
                         let src = job.encoding.needsSource ? UnsafeRawBufferPointer(rebasing: b[srcLo..<(srcLo + hi - lo)]) : nil
                         return try DeltaCodec.encode(job.encoding, dtype: dtype, source: src,
                                                      target: UnsafeRawBufferPointer(rebasing: patched[lo..<hi]), level: level)
@@ -149,7 +154,7 @@ public final class PatchBuilder {
             }
             let fwd = stream(idx, enc)
             var rev: TensorStream?
-            if !enc.needsSource {
+            if !enc.decodesBackwards {
                 rev = stream(jobs.indices.filter { jobs[$0].tensor == ti && jobs[$0].reverse }, .zstd)
             }
             let baseSha = sha256Hex(baseBytes[ti])

@@ -147,7 +147,11 @@ public final class PatchFile {
         guard DeltaCodec.supports(e, target.dtype) else {
             throw PatchError.malformedManifest("tensor \(tensor): encoding \(s.encoding) cannot hold \(target.dtype.rawValue)")
         }
-        if e.needsSource {
+        if e == .floatRansDequant {
+            guard QuantLayout(source.dtype) != nil, source.shape == target.shape, s.chunkElements % 32 == 0 else {
+                throw PatchError.malformedManifest("tensor \(tensor): float-rans-dequant needs a Q4_0/Q4_1/Q8_0 base of the same shape")
+            }
+        } else if e.needsSource {
             guard source.dtype == target.dtype, source.shape == target.shape else {
                 throw PatchError.malformedManifest("tensor \(tensor): \(s.encoding) needs equal dtypes and shapes")
             }
@@ -217,5 +221,5 @@ public final class PatchFile {
 
 extension TensorStream {
     /// Decoding in reverse is possible: same dtype and shape on both sides and a source-based encoding.
-    var isReversible: Bool { DeltaEncoding(rawValue: encoding)?.needsSource ?? false }
+    var isReversible: Bool { DeltaEncoding(rawValue: encoding)?.decodesBackwards ?? false }
 }

@@ -33,7 +33,7 @@ final class DeltaCodecTests: XCTestCase {
         for d in [DType.bf16, .f16, .f32, .q4_0, .q4_1, .q8_0, .i8, .u8] {
             let n = d.byteCount(elements: 4096)!
             let a = randomBytes(n, seed: 1), b = randomBytes(n, seed: 2)
-            for e in DeltaEncoding.allCases where DeltaCodec.supports(e, d) {
+            for e in DeltaEncoding.allCases where DeltaCodec.supports(e, d) && e != .floatRansDequant {
                 _ = try roundTrip(e, d, a, b)
                 _ = try roundTrip(e, d, a, a)   // no change at all
             }
@@ -126,6 +126,34 @@ final class DeltaCodecTests: XCTestCase {
         for k in 0..<200 { _ = decodes((0..<(k * 7)).map { _ in UInt8(truncatingIfNeeded: r.next()) }) }
     }
 
+    /// A quantized block stored as floats, coded against the dequantized base: exact, and far
+    /// smaller than zstd of the floats when the floats are the base plus a small change.
+    func testFloatRansDequantAgainstTheDequantizedBase() throws {
+        var r = SplitMix(state: 31)
+        for (q, f) in [(DType.q4_1, DType.f16), (.q4_0, .bf16), (.q8_0, .f32)] {
+            var base = [UInt8](repeating: 0, count: q.byteCount(elements: 4096)!)
+            let L = try XCTUnwrap(QuantLayout(q))
+            for b in 0..<(base.count / L.blockBytes) {
+                let o = b * L.blockBytes
+                base.withUnsafeMutableBytes { $0.storeBytes(of: Float16(Float(r.uniform() * 0.01)).bitPattern, toByteOffset: o, as: UInt16.self) }
+                if L.halfs == 2 { base.withUnsafeMutableBytes { $0.storeBytes(of: Float16(Float(r.uniform() * -0.05)).bitPattern, toByteOffset: o + 2, as: UInt16.self) } }
+                for j in 0..<L.quantBytes { base[o + 2 * L.halfs + j] = UInt8(truncatingIfNeeded: r.next()) }
+            }
+            // The reference: ModelFormats' dequantizer, then the float dtype.
+            let x = try base.withUnsafeBytes { try dequantize($0, dtype: q, count: 4096) }
+            let source = try base.withUnsafeBytes { try DeltaCodec.dequantized($0, from: q, to: f) }
+            XCTAssertEqual(source, SyntheticModel.encode(x, as: f), "\(q) → \(f): the dequantized source")
+            let tuned = SyntheticModel.encode(x.enumerated().map { $0.element + ($0.offset % 3 == 0 ? 1e-3 : 0) }, as: f)
+            let frame = try base.withUnsafeBytes { b in try tuned.withUnsafeBytes { t in try DeltaCodec.encodeDequant(base: b, baseType: q, target: t, dtype: f) } }
+            var out = [UInt8](repeating: 0, count: tuned.count)
+            try frame.withUnsafeBytes { fr in try base.withUnsafeBytes { b in try out.withUnsafeMutableBytes { o in
+                try DeltaCodec.decodeDequant(frame: fr, base: b, baseType: q, into: o, dtype: f, tensor: "t") } } }
+            XCTAssertEqual(out, tuned)
+            let z = try tuned.withUnsafeBytes { try DeltaCodec.encode(.zstd, dtype: f, source: nil, target: $0) }
+            XCTAssertLessThan(frame.count * 3, z.count, "\(q) → \(f): \(frame.count) vs zstd \(z.count)")
+        }
+    }
+
     /// Measures the encodings on a real block: LFTF_MEASURE=DTYPE:base.bin:patched.bin
     /// (how BENCHMARKS.md's codec figures were made). Frames of 2^20 elements, as the writer
     /// makes them; LFTF_MEASURE_ONLY=float-rans,float-diff limits the encodings.
@@ -138,7 +166,7 @@ final class DeltaCodecTests: XCTestCase {
         let p = [UInt8](try Data(contentsOf: URL(fileURLWithPath: parts[2])))
         let frameBytes = d.byteCount(elements: PatchFormat.defaultChunkElements)!
         let ranges = stride(from: 0, to: p.count, by: frameBytes).map { $0..<min($0 + frameBytes, p.count) }
-        for e in DeltaEncoding.allCases where DeltaCodec.supports(e, d) && (only?.contains(e.rawValue) ?? true) {
+        for e in DeltaEncoding.allCases where DeltaCodec.supports(e, d) && e != .floatRansDequant && (only?.contains(e.rawValue) ?? true) {
             let t0 = Date()
             let frames = try ranges.map { r in try b.withUnsafeBytes { s in try p.withUnsafeBytes { t in
                 try DeltaCodec.encode(e, dtype: d, source: UnsafeRawBufferPointer(rebasing: s[r]), target: UnsafeRawBufferPointer(rebasing: t[r])) } } }

@@ -29,7 +29,7 @@ final class LayoutChangeTests: XCTestCase {
         }
         let patchURL = dir.appendingPathComponent("f16.lftfpatch")
         let m = try builder.write(to: patchURL)
-        XCTAssertTrue(m.tensors.allSatisfy { $0.forward.encoding == "zstd" && $0.reverse?.encoding == "zstd" })
+        XCTAssertTrue(m.tensors.allSatisfy { $0.forward.encoding == "float-rans-dequant" && $0.reverse?.encoding == "zstd" })
         let patch = try PatchFile(url: patchURL)
 
         // In memory first (what eval --patch and create's scoring see).

@@ -45,3 +45,18 @@ final class SpanAttentionTests: XCTestCase {
         }
     }
 }
+
+/// `sumExpShifted` (the log-sum-exp of `NextToken`) against a Double loop.
+final class SumExpTests: XCTestCase {
+    func testSumExpShiftedMatchesDouble() {
+        var rng = SeededRNG(seed: 13)
+        for n in [1, 7, 8, 9, 49152] {
+            let x = rng.uniform(n, -30, 12)
+            let m = x.max()!
+            let ref = x.reduce(0.0) { $0 + Foundation.exp(Double($1 - m)) }
+            let got = x.withUnsafeBufferPointer { sumExpShifted($0.baseAddress!, n, shift: m) }
+            XCTAssertEqual(got, ref, accuracy: ref * 1e-6, "n = \(n)")
+            XCTAssertEqual(x.withUnsafeBufferPointer { maxValue($0.baseAddress!, n) }, m)
+        }
+    }
+}
