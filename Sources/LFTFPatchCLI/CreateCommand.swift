@@ -262,19 +262,27 @@ struct CreateCommand: ParsableCommand {
         let afterTraining = scoreSeconds + Double(trainedBlocks * blockElements) * CreateDefaults.encodeWriteSecondsPerElement
         // Before training, stages are estimated from the base scoring's rate (seconds per token
         // through one block); a training step's ETA then comes from the steps themselves.
-        let secondsPerTokenBlock = scoreSeconds / Double(max(evalTokens.reduce(0) { $0 + $1.count } * cfg.numLayers, 1))
+        // Once locating has run, its own rate (more recent: the load on a shared machine moves).
+        var secondsPerTokenBlock = scoreSeconds / Double(max(evalTokens.reduce(0) { $0 + $1.count } * cfg.numLayers, 1))
+        var rateSource = "the base scoring's rate"
+        var pending: (work: Double, start: Date)?
 
         var lastPrint = Date.distantPast
         let result = try DebiasTraining.run(model: model, prompts: train, encode: encode, he: he, she: she, options: o) { ev in
             switch ev {
             case .stage(let s): log.stage(s)
             case .workAhead(let w):
+                if let p = pending, p.work > 0 {
+                    secondsPerTokenBlock = Date().timeIntervalSince(p.start) / p.work
+                    rateSource = "the rate of locating"
+                }
+                pending = w.count == 1 && w[0].stage == "locate" ? (w[0].tokenBlocks, Date()) : nil
                 let secs = w.map { $0.tokenBlocks * secondsPerTokenBlock }
                 let parts = zip(w, secs).filter { $0.1 >= 0.5 }.map { "\($0.0.stage) ≈ " + String(format: "%.0fs", $0.1) }
                 // after the batches are known, the whole rest of the run
                 let whole = w.contains { $0.stage == "train" } ? String(format: "; whole run ≈ %.0fs more", secs.reduce(0, +) + afterTraining) : ""
                 if !parts.isEmpty || !whole.isEmpty {
-                    log.line("  estimate (at the base scoring's rate): " + parts.joined(separator: ", ") + whole)
+                    log.line("  estimate (at \(rateSource)): " + parts.joined(separator: ", ") + whole)
                 }
             case .step(let p):
                 if Date().timeIntervalSince(lastPrint) > 2 || p.step == p.totalSteps {

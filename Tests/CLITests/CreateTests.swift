@@ -96,8 +96,8 @@ final class CreateTests: XCTestCase {
         XCTAssertEqual(r.status, 0, r.stderr)
         XCTAssertTrue(r.stderr.contains("small-data mode (--max-prompts 2, seed 5): train bias 2 of 8, train hint 2 of 8"), r.stderr)
         XCTAssertTrue(r.stderr.contains("(whole run ≈ "), r.stderr)
-        // before training: the work ahead, estimated at the base scoring's rate
-        XCTAssertTrue(r.stderr.contains("estimate (at the base scoring's rate): "), r.stderr)
+        // before training: the work ahead, estimated at the rate locating ran at
+        XCTAssertTrue(r.stderr.contains("estimate (at the rate of locating): "), r.stderr)
         XCTAssertTrue(r.stderr.contains("; whole run ≈ "), r.stderr)
         let j = try r.json()
         XCTAssertEqual(j["steps"] as? Int, 2)           // 2 epochs × (2 of 8 training bias prompts / batch 2)
