@@ -15,6 +15,8 @@ struct ConvertCommand: ParsableCommand {
         split pattern of its tokenizer.ggml.pre family (smollm, gpt2, llama3, qwen2); a tokenizer
         that has no exact tokenizer.json form (SentencePiece, llama.cpp's "default" or "falcon"
         patterns) is left out with a note rather than written approximately.
+        llama.cpp's rope_freqs.weight (Llama 3.1/3.2 rope scaling as per-pair factors) becomes
+        rope_scaling llama3 in config.json; factors no llama3 scaling produces are an error.
         The output is written to a temporary directory next to DIR and renamed into place
         when complete, so DIR is never half-written. DIR must not exist.
         """)

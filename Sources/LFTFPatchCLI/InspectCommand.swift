@@ -30,12 +30,37 @@ struct InspectCommand: ParsableCommand {
             var bytes: Int; var file: Int; var offset: Int; var sha256: String?
         }
         struct Totals: Encodable { var tensors: Int; var parameters: Int; var bytes: Int }
+        /// A GGUF's rope_freqs.weight: per-pair RoPE frequency divisors (llama3 scaling).
+        struct RopeFreqs: Encodable {
+            var tensor: String
+            var factors: [Double]?
+            /// The llama3 rope scaling that reproduces the factors, when one does.
+            var llama3: RopeScaling?
+            /// Why the tensor is unusable or not llama3.
+            var problem: String?
+        }
         var format: String
         var location: String
         var files: [File]
         var config: ModelConfig
         var tensors: [Tensor]
         var totals: Totals
+        var ropeFrequencies: RopeFreqs?
+    }
+
+    static func ropeFrequencies(_ ckpt: any Checkpoint) -> Report.RopeFreqs? {
+        guard ckpt.format == .gguf, ckpt.tensorInfo(named: RopeFrequencies.ggufTensorName) != nil else { return nil }
+        var r = Report.RopeFreqs(tensor: RopeFrequencies.ggufTensorName)
+        do {
+            let f = try RopeFrequencies.stored(in: ckpt) ?? []
+            r.factors = f
+            let c = ckpt.config
+            let orig = (ckpt as? GGUFCheckpoint)?.metadata["\(c.architecture).rope.scaling.original_context_length"]?.intValue
+            r.llama3 = try RopeFrequencies.recoverLlama3(factors: f, headDim: c.headDim, theta: c.ropeTheta, originalMaxPositions: orig)
+        } catch {
+            r.problem = "\(error)"
+        }
+        return r
     }
 
     func run() throws {
@@ -56,7 +81,8 @@ struct InspectCommand: ParsableCommand {
         let report = Report(format: ckpt.format.rawValue, location: ckpt.location.path, files: files, config: ckpt.config,
                             tensors: tensors,
                             totals: .init(tensors: tensors.count, parameters: tensors.reduce(0) { $0 + $1.elements },
-                                          bytes: tensors.reduce(0) { $0 + $1.bytes }))
+                                          bytes: tensors.reduce(0) { $0 + $1.bytes }),
+                            ropeFrequencies: InspectCommand.ropeFrequencies(ckpt))
         if json { try printJSON(report); return }
         printText(report)
     }
@@ -71,6 +97,17 @@ struct InspectCommand: ParsableCommand {
         out += "attention     \(c.numHeads) heads, \(c.numKVHeads) KV heads, head dim \(c.headDim), rope theta \(String(format: "%g", c.ropeTheta)) (\(c.ropeStyle.rawValue))"
         if let s = c.ropeScaling { out += ", scaling \(s.type) ×\(s.factor)" }
         out += "\n"
+        if let rf = r.ropeFrequencies {
+            out += "rope freqs    \(rf.tensor)"
+            if let f = rf.factors, let lo = f.min(), let hi = f.max() {
+                out += ": \(f.count) per-pair divisors, \(String(format: "%g", lo))…\(String(format: "%g", hi))"
+            }
+            if let s = rf.llama3 {
+                out += " = llama3 scaling ×\(String(format: "%g", s.factor)), low_freq_factor \(String(format: "%g", s.lowFreqFactor ?? 1)), high_freq_factor \(String(format: "%g", s.highFreqFactor ?? 4)), original context \(s.originalMaxPositions ?? 8192)"
+            }
+            if let p = rf.problem { out += " (\(p))" }
+            out += "\n"
+        }
         out += "vocab         \(c.vocabSize), rms eps \(String(format: "%g", c.rmsNormEps)), tied embeddings \(c.tieWordEmbeddings ? "yes" : "no"), max positions \(c.maxPositions)\n"
         out += "\n"
         let nameWidth = max(4, r.tensors.map(\.name.count).max() ?? 0)

@@ -113,6 +113,9 @@ public final class LlamaModel {
     var scratch: BlockActivations?
     var rope: RopeTable
     let ropePairing: RopePairing
+    /// Per-pair RoPE frequency divisors: a GGUF's `rope_freqs.weight`, or the factors an HF
+    /// config's llama3 rope scaling implies; nil for plain RoPE.
+    public let ropeFrequencyFactors: [Double]?
 
     /// Builds the model from a checkpoint: checks the config and shapes, reads the embedding,
     /// final norm and head, and caches block weights up to `options.weightCacheBytes`.
@@ -134,7 +137,9 @@ public final class LlamaModel {
             tiedOutput = true
         }
         ropePairing = c.ropeStyle == .adjacentPairs ? .adjacent : .halves
-        rope = LlamaModel.makeRope(c, pairing: ropePairing, positions: max(c.maxPositions, 1))
+        ropeFrequencyFactors = try LlamaModel.frequencyFactors(checkpoint)
+        rope = LlamaModel.makeRope(c, pairing: ropePairing, positions: max(c.maxPositions, 1),
+                                   factors: ropeFrequencyFactors)
         cached = Array(repeating: nil, count: c.numLayers)
         let perBlock = c.blockFloatCount * MemoryLayout<Float>.size
         var used = 0
@@ -178,20 +183,36 @@ public final class LlamaModel {
         }
     }
 
-    static func makeRope(_ c: ModelConfig, pairing: RopePairing, positions: Int) -> RopeTable {
+    /// The per-pair frequency divisors: the GGUF's `rope_freqs.weight` (validated), or the
+    /// llama3 factors of the config's rope scaling. Both at once would scale twice: an error.
+    static func frequencyFactors(_ checkpoint: any Checkpoint) throws -> [Double]? {
+        let c = checkpoint.config
+        let stored = try RopeFrequencies.stored(in: checkpoint)
+        let llama3 = RopeFrequencies.llama3Factors(c)
+        if stored != nil, llama3 != nil {
+            throw LlamaModelError.badConfig("the file has both \(RopeFrequencies.ggufTensorName) and llama3 rope scaling metadata; applying both would scale the frequencies twice")
+        }
+        if let f = llama3, !f.allSatisfy({ $0.isFinite && $0 > 0 }) {
+            throw LlamaModelError.badConfig("llama3 rope scaling (factor, low_freq_factor, high_freq_factor, original_max_position_embeddings) gives unusable frequency factors \(f); check that factor > 0 and low_freq_factor < high_freq_factor")
+        }
+        return stored ?? llama3
+    }
+
+    static func makeRope(_ c: ModelConfig, pairing: RopePairing, positions: Int, factors: [Double]?) -> RopeTable {
         // Dynamic NTK scaling leaves the frequencies alone within the trained context (HF
         // rescales only past max_position_embeddings); prompts here are far shorter.
-        let s = c.ropeScaling?.type.lowercased() == "dynamic" ? nil : c.ropeScaling
+        // llama3 scaling arrives as `factors` (see frequencyFactors), so only linear is left
+        // for the table's own scaling; llama.cpp likewise combines freq_scale and freq_factors.
+        let s = c.ropeScaling?.type.lowercased() == "linear" ? c.ropeScaling : nil
         return RopeTable(headDim: c.headDim, theta: c.ropeTheta, pairing: pairing, maxPositions: positions,
-                         scalingType: s?.type, factor: s?.factor ?? 1,
-                         lowFreqFactor: s?.lowFreqFactor ?? 1, highFreqFactor: s?.highFreqFactor ?? 4,
-                         originalMaxPositions: s?.originalMaxPositions ?? 8192)
+                         scalingType: s?.type, factor: s?.factor ?? 1, freqFactors: factors)
     }
 
     /// Makes sure the RoPE table covers sequences of `length` tokens.
     func ensureRope(length: Int) {
         if length > rope.maxPositions {
-            rope = LlamaModel.makeRope(config, pairing: ropePairing, positions: max(length, 2 * rope.maxPositions))
+            rope = LlamaModel.makeRope(config, pairing: ropePairing, positions: max(length, 2 * rope.maxPositions),
+                                       factors: ropeFrequencyFactors)
         }
     }
 

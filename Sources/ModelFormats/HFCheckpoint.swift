@@ -279,12 +279,15 @@ public enum HFConvertError: Error, CustomStringConvertible, Equatable {
     case unsupportedDType(DType)
     /// The finished temporary directory could not be renamed into place.
     case cannotFinish(path: String, reason: String)
+    /// The GGUF's `rope_freqs.weight` cannot be written as an HF `rope_scaling`.
+    case ropeFrequencies(String)
 
     public var description: String {
         switch self {
         case let .missingTensor(n): return "the GGUF file has no tensor \(n), which the architecture needs"
         case let .unsupportedDType(d): return "cannot write \(d.rawValue); choose bf16, f16 or f32"
         case let .cannotFinish(p, r): return "cannot move the converted model into \(p): \(r)"
+        case let .ropeFrequencies(r): return "cannot convert the RoPE frequency factors (rope_freqs.weight): \(r)"
         }
     }
 }
@@ -312,7 +315,25 @@ public func convertGGUFToHF(_ g: GGUFCheckpoint, to out: URL, dtype: DType, maxS
         guard let t = g.tensorInfo(named: name) else { throw HFConvertError.missingTensor(name: name) }
         plan.append((s, t))
     }
-    let used = Set(plan.map(\.info.name))
+    // llama.cpp stores llama3 rope scaling as per-pair factors (rope_freqs.weight); HF keeps
+    // it as config.json's rope_scaling. Recover the parameters, or refuse: dropping the
+    // tensor would silently change every position's rotation.
+    var ropeScaling = c.ropeScaling
+    if let factors = try RopeFrequencies.stored(in: g) {
+        if let s = c.ropeScaling {
+            throw HFConvertError.ropeFrequencies("the file also has \(s.type) rope scaling metadata; HF's rope_scaling holds only one")
+        }
+        do {
+            let orig = g.metadata["\(c.architecture).rope.scaling.original_context_length"]?.intValue
+            let s = try RopeFrequencies.recoverLlama3(factors: factors, headDim: c.headDim, theta: Double(Float(c.ropeTheta)),
+                                                      originalMaxPositions: orig)
+            ropeScaling = s
+            note?("rope_freqs.weight written as rope_scaling llama3 (factor \(s.factor), low_freq_factor \(s.lowFreqFactor ?? 1), high_freq_factor \(s.highFreqFactor ?? 4), original_max_position_embeddings \(s.originalMaxPositions ?? 8192))")
+        } catch let e as RopeFrequencyError {
+            throw HFConvertError.ropeFrequencies(e.description)
+        }
+    }
+    let used = Set(plan.map(\.info.name) + [RopeFrequencies.ggufTensorName])
     for t in g.tensors where !used.contains(t.name) {
         note?("skipping GGUF tensor \(t.name) (no HF counterpart)")
     }
@@ -336,6 +357,7 @@ public func convertGGUFToHF(_ g: GGUFCheckpoint, to out: URL, dtype: DType, maxS
 
     var hfModel = c
     hfModel.ropeStyle = .halves
+    hfModel.ropeScaling = ropeScaling
     // GGUF stores these as float32; write the shortest decimal that round-trips (1e-05, not 9.99999974e-06).
     hfModel.rmsNormEps = Double("\(Float(c.rmsNormEps))") ?? c.rmsNormEps
     hfModel.ropeTheta = Double("\(Float(c.ropeTheta))") ?? c.ropeTheta

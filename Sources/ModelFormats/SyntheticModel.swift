@@ -141,8 +141,11 @@ public enum SyntheticModel {
     /// vocabulary as `tokenizer.ggml.*`, tensors in `dtype` (F32, F16, BF16, Q8_0, Q4_0, Q4_1)
     /// with Q/K rows permuted as llama.cpp does for Llama (adjacent-pair RoPE). Opening it
     /// gives `ropeStyle == .adjacentPairs`; un-permuting Q/K gives back `values(...)`.
+    /// `ropeFreqs` adds llama.cpp's `rope_freqs.weight` (F32, one RoPE divisor per pair, as its
+    /// converter writes for llama3 rope scaling) with the given values and stored type.
     public static func writeGGUF(to url: URL, config c: ModelConfig, seed: UInt64, dtype: DType = .f32,
-                                 vocabulary v: GGUFVocabulary = tinyVocabulary) throws {
+                                 vocabulary v: GGUFVocabulary = tinyVocabulary,
+                                 ropeFreqs: [Float]? = nil, ropeFreqsType: DType = .f32) throws {
         let a = c.architecture
         var meta: [GGUFKeyValue] = [
             .init(key: "general.architecture", value: .string(a)),
@@ -177,8 +180,13 @@ public enum SyntheticModel {
             default: return dtype
             }
         }
-        let descs = try specs.map { try GGUFTensorDescriptor(name: TensorNames.gguf($0.role), dtype: storedType($0), shape: $0.shape) }
+        var descs = try specs.map { try GGUFTensorDescriptor(name: TensorNames.gguf($0.role), dtype: storedType($0), shape: $0.shape) }
+        if let f = ropeFreqs {
+            // llama.cpp writes it before token_embd.weight
+            descs.insert(try GGUFTensorDescriptor(name: RopeFrequencies.ggufTensorName, dtype: ropeFreqsType, shape: [f.count]), at: 0)
+        }
         let w = try GGUFStreamWriter(url: url, metadata: meta, tensors: descs)
+        if let f = ropeFreqs { try w.write(try quantize(f, to: ropeFreqsType)) }
         for (i, s) in specs.enumerated() {
             var v = values(seed: seed, index: i, spec: s)
             if a != "qwen2" {

@@ -143,12 +143,17 @@ public struct RopeTable: Sendable {
     public let invFreq: [Double]
 
     /// inverse frequencies: theta^(-2i/d), i < d/2, then scaled: "linear" divides them by
-    /// factor; "llama3" follows Llama 3.1's low/high-frequency rule.
+    /// factor; "llama3" follows Llama 3.1's low/high-frequency rule; then pair i's is divided
+    /// by `freqFactors[i]` when given (llama.cpp's `rope_freqs` / ggml_rope_ext freq_factors,
+    /// which is how the engine applies llama3 scaling: one per-pair table for GGUF and HF).
     public init(headDim: Int, theta: Double, pairing: RopePairing, maxPositions: Int,
                 scalingType: String? = nil, factor: Double = 1, lowFreqFactor: Double = 1,
-                highFreqFactor: Double = 4, originalMaxPositions: Int = 8192) {
+                highFreqFactor: Double = 4, originalMaxPositions: Int = 8192,
+                freqFactors: [Double]? = nil) {
         precondition(headDim > 0 && headDim % 2 == 0, "RoPE head dim must be even, got \(headDim)")
         precondition(RopeTable.supportsScaling(scalingType), "unsupported rope scaling \(scalingType ?? "")")
+        precondition(freqFactors.map { $0.count == headDim / 2 && $0.allSatisfy { $0.isFinite && $0 > 0 } } ?? true,
+                     "RoPE frequency factors must be head_dim/2 finite positive numbers")
         self.headDim = headDim
         self.pairing = pairing
         self.maxPositions = maxPositions
@@ -170,6 +175,9 @@ public struct RopeTable: Sendable {
             }
         default:
             break
+        }
+        if let ff = freqFactors {
+            for i in 0..<half { inv[i] /= ff[i] }
         }
         self.invFreq = inv
         var c = [Float](repeating: 0, count: maxPositions * half)

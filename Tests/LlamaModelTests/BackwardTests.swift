@@ -35,6 +35,13 @@ final class RandomCheckpoint: Checkpoint {
         add(.outputNorm, [C], scale: 0.3, offset: 1)
     }
 
+    /// Adds llama.cpp's per-pair RoPE frequency divisors (`rope_freqs.weight`).
+    func addRopeFactors(_ f: [Float]) {
+        data[RopeFrequencies.ggufTensorName] = f
+        tensors.append(TensorInfo(name: RopeFrequencies.ggufTensorName, dtype: .f32, shape: [f.count],
+                                  fileIndex: 0, offset: 0, byteCount: f.count * 4))
+    }
+
     func tensorInfo(named name: String) -> TensorInfo? { tensors.first { $0.name == name } }
     func name(for role: TensorRole) -> String { TensorNames.gguf(role) }
     func rawBytes(_ tensor: TensorInfo) throws -> UnsafeRawBufferPointer { fatalError("not used") }
@@ -69,8 +76,9 @@ final class BackwardTests: XCTestCase {
     /// Three sequences of different lengths (attention must not cross them).
     let examples = [[1, 5, 9, 2, 30], [7, 3], [11, 12, 13, 14, 15, 16, 3]]
 
-    func makeTuner(blocks: [Int]) throws -> (LlamaModel, FineTuner) {
+    func makeTuner(blocks: [Int], ropeFactors: [Float]? = nil) throws -> (LlamaModel, FineTuner) {
         let ckpt = RandomCheckpoint(config: RandomCheckpoint.tinyConfig, seed: 42)
+        if let f = ropeFactors { ckpt.addRopeFactors(f) }
         let model = try LlamaModel(checkpoint: ckpt)
         let tuner = try FineTuner(model: model, examples: examples, settings: FineTuneSettings(blocks: blocks))
         try tuner.cachePrefix()
@@ -88,8 +96,13 @@ final class BackwardTests: XCTestCase {
 
     /// Every trainable weight of the trained block against central differences; the gradient
     /// reaches it through the later blocks' activation-only backward and the head.
-    func checkBlock(_ block: Int) throws {
-        let (_, tuner) = try makeTuner(blocks: [block])
+    func checkBlock(_ block: Int, ropeFactors: [Float]? = nil) throws {
+        let (model, tuner) = try makeTuner(blocks: [block], ropeFactors: ropeFactors)
+        if let f = ropeFactors {
+            // the table really is divided per pair (head dim 4: base frequencies 1 and 0.01)
+            XCTAssertEqual(model.rope.invFreq[0], 1 / Double(f[0]), accuracy: 1e-12)
+            XCTAssertEqual(model.rope.invFreq[1], 0.01 / Double(f[1]), accuracy: 1e-12)
+        }
         let obj = TargetObjective(targets: [4, 20, 33])
         let (loss, grads) = try tuner.lossAndGradients(Array(examples.indices), objective: obj)
         XCTAssertEqual(loss, try meanLoss(tuner, obj), accuracy: 1e-5)
@@ -124,6 +137,8 @@ final class BackwardTests: XCTestCase {
     func testBlockGradientsMatchFiniteDifferencesFirstBlock() throws { try checkBlock(0) }
     func testBlockGradientsMatchFiniteDifferencesMiddleBlock() throws { try checkBlock(1) }
     func testBlockGradientsMatchFiniteDifferencesLastBlock() throws { try checkBlock(2) }
+    /// The RoPE backward with per-pair frequency factors (rope_freqs.weight).
+    func testBlockGradientsMatchFiniteDifferencesWithRopeFactors() throws { try checkBlock(0, ropeFactors: [0.37, 0.05]) }
 
     /// Training two blocks at once gives each the same gradient as training it alone.
     func testMultiBlockGradientsEqualSingleBlock() throws {

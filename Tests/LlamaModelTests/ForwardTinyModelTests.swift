@@ -98,6 +98,8 @@ func naiveForward(_ ck: MemoryCheckpoint, _ tokens: [Int], override: (Int, Strin
     func invFreq(_ i: Int) -> Double {
         var f = 1 / pow(c.ropeTheta, Double(2 * i) / Double(hd))
         if let s = c.ropeScaling, s.type == "linear" { f /= s.factor }
+        // llama.cpp's rope_freqs.weight: pair i's frequency divided by factor i
+        if let ff = ck.values["rope_freqs.weight"] { f /= Double(ff[i]) }
         return f
     }
     func rope(_ v: [Double], pos: Int) -> [Double] {
