@@ -88,7 +88,6 @@ final class RopeFrequencyTests: XCTestCase {
         guard case .badConfig(let msg)? = both as? LlamaModelError else { return XCTFail("\(String(describing: both))") }
         XCTAssertTrue(msg.contains("twice"), msg)
     }
-    }
 
     // Llama 3.1-like scaling squeezed into the tiny model's range (head dim 16, theta 1e4):
     // wavelengths 6.3, 20, 63 are blended, 199 and longer divided by 8.
