@@ -303,6 +303,8 @@ public enum PatchApplier {
             try frame.withUnsafeBytes { f in try out.withUnsafeMutableBytes { o in
                 if enc == .floatRansDequant, let s {
                     try s.withUnsafeBytes { try DeltaCodec.decodeDequant(frame: f, base: $0, baseType: from.dtype, into: o, dtype: to.dtype, tensor: e.name) }
+                } else if enc == .quantDiffRequant, let s {
+                    try s.withUnsafeBytes { try DeltaCodec.decodeRequant(frame: f, source: $0, sourceType: from.dtype, into: o, dtype: to.dtype, tensor: e.name) }
                 } else if let s {
                     try s.withUnsafeBytes { try DeltaCodec.decode(enc, dtype: to.dtype, frame: f, source: $0, into: o, reverse: reverseDecode, tensor: e.name) }
                 } else {

@@ -23,16 +23,23 @@ public enum DeltaEncoding: String, Codable, CaseIterable, Sendable {
     /// writes for a quantized GGUF): `float-rans` against the base dequantized to the target
     /// dtype. Forward only (a `reverse` stream, `zstd` of the base, is required).
     case floatRansDequant = "float-rans-dequant"
+    /// A quantized tensor from a float one (the `reverse` stream of a Q4_0/Q4_1/Q8_0 block
+    /// stored as F16/BF16/F32): `quant-diff` against the float source requantized to the target
+    /// dtype with ggml's reference quantizer. One direction only (float source → quantized target).
+    case quantDiffRequant = "quant-diff-requant"
 
-    /// Whether the encoding derives the target from a source tensor of the same dtype.
+    /// Whether the encoding derives the target from a source tensor.
     public var needsSource: Bool { self != .zstd }
+
+    /// Whether source and target have different dtypes (the frame decodes one way only).
+    public var changesDtype: Bool { self == .floatRansDequant || self == .quantDiffRequant }
 
     /// Whether a frame can be decoded with a per-element direction (some elements base, some
     /// patched), which the sector journal's recovery needs.
     public var decodesMixed: Bool { self == .floatRans }
 
     /// Whether the forward frame also decodes the base from the result (same dtype both sides).
-    public var decodesBackwards: Bool { needsSource && self != .floatRansDequant }
+    public var decodesBackwards: Bool { needsSource && !changesDtype }
 }
 
 /// Float layouts `float-diff` supports: element width in bits, exponent field position and size.
@@ -87,11 +94,18 @@ enum DeltaCodec {
         return [.xorPlanes]
     }
 
+    /// Encodings worth trying for the `reverse` stream (the base from the result) of a tensor
+    /// whose forward stream cannot run backwards (smallest wins; `zstd` first on ties).
+    static func reverseCandidates(base: DType, patched: DType, sameShape: Bool, requant: Bool = true) -> [DeltaEncoding] {
+        if requant, sameShape, QuantLayout(base) != nil, FloatLayout(patched) != nil { return [.zstd, .quantDiffRequant] }
+        return [.zstd]
+    }
+
     static func supports(_ e: DeltaEncoding, _ d: DType) -> Bool {
         switch e {
         case .zstd, .xorPlanes: return true
         case .floatDiff, .floatRans, .floatRansDequant: return FloatLayout(d) != nil
-        case .quantDiff: return QuantLayout(d) != nil
+        case .quantDiff, .quantDiffRequant: return QuantLayout(d) != nil
         }
     }
 
@@ -120,6 +134,8 @@ enum DeltaCodec {
             return encodeFloatRans(FloatLayout(dtype)!, base: source!, patched: target)
         case .floatRansDequant:
             throw PatchError.unsupported("float-rans-dequant frames are encoded with encodeDequant (the source has another dtype)")
+        case .quantDiffRequant:
+            throw PatchError.unsupported("quant-diff-requant frames are encoded with encodeRequant (the source has another dtype)")
         case .quantDiff:
             return try encodeQuant(QuantLayout(dtype)!, base: source!, patched: target, level: level)
         }
@@ -152,6 +168,8 @@ enum DeltaCodec {
                                 direction: UniformDirection(rev: reverse), tensor: tensor)
         case .floatRansDequant:
             throw PatchError.corruptFrame(tensor: tensor, detail: "float-rans-dequant frames are decoded with decodeDequant")
+        case .quantDiffRequant:
+            throw PatchError.corruptFrame(tensor: tensor, detail: "quant-diff-requant frames are decoded with decodeRequant")
         case .quantDiff:
             try decodeQuant(QuantLayout(dtype)!, frame: frame, source: source!, into: out, reverse: reverse, tensor: tensor)
         }
@@ -454,5 +472,41 @@ extension DeltaCodec {
         try s.withUnsafeBytes {
             try decodeFloatRans(FloatLayout(dtype)!, frame: frame, source: $0, into: out, direction: UniformDirection(rev: false), tensor: tensor)
         }
+    }
+}
+
+// MARK: quant-diff-requant
+
+extension DeltaCodec {
+    /// A float frame (F16/BF16/F32) requantized to Q4_0/Q4_1/Q8_0 as the format says: each
+    /// element widened to float32 exactly, NaN and ±inf taken as 0, then ggml's reference
+    /// quantizer (ModelFormats `quantize`, byte-exact with gguf-py's port of it).
+    static func requantized(_ src: UnsafeRawBufferPointer, from f: DType, to q: DType) throws -> [UInt8] {
+        guard FloatLayout(f) != nil, QuantLayout(q) != nil else {
+            throw PatchError.unsupported("quant-diff-requant from \(f.rawValue) to \(q.rawValue)")
+        }
+        let n = src.count / f.blockBytes
+        guard n % 32 == 0, n * f.blockBytes == src.count else {
+            throw PatchError.unsupported("quant-diff-requant of \(n) elements (not whole 32-element blocks)")
+        }
+        var x = try ModelFormats.dequantize(src, dtype: f, count: n)
+        for i in x.indices where !x[i].isFinite { x[i] = 0 }
+        return try ModelFormats.quantize(x, to: q)
+    }
+
+    static func encodeRequant(source: UnsafeRawBufferPointer, sourceType: DType, target: UnsafeRawBufferPointer, dtype: DType, level: Int32) throws -> [UInt8] {
+        let s = try requantized(source, from: sourceType, to: dtype)
+        guard s.count == target.count else { throw PatchError.unsupported("quant-diff-requant: source and target sizes differ") }
+        return try s.withUnsafeBytes { try encodeQuant(QuantLayout(dtype)!, base: $0, patched: target, level: level) }
+    }
+
+    static func decodeRequant(frame: UnsafeRawBufferPointer, source: UnsafeRawBufferPointer, sourceType: DType,
+                              into out: UnsafeMutableRawBufferPointer, dtype: DType, tensor: String) throws {
+        let s: [UInt8]
+        do { s = try requantized(source, from: sourceType, to: dtype) } catch {
+            throw PatchError.corruptFrame(tensor: tensor, detail: "quant-diff-requant source: \(error)")
+        }
+        guard s.count == out.count else { throw PatchError.corruptFrame(tensor: tensor, detail: "source and target sizes differ") }
+        try s.withUnsafeBytes { try decodeQuant(QuantLayout(dtype)!, frame: frame, source: $0, into: out, reverse: false, tensor: tensor) }
     }
 }

@@ -24,6 +24,9 @@ public final class PatchBuilder {
     /// The encoding of float tensors that keep their dtype: `float-rans` (default) or the older
     /// `float-diff` (kept so tests can write patches as earlier versions did).
     var floatEncoding: DeltaEncoding = .floatRans
+    /// Whether a quantized tensor stored as floats may get a `quant-diff-requant` reverse stream
+    /// (default) or only `zstd` of the base (kept so tests can write patches as earlier versions did).
+    var reverseRequant = true
     /// Tensors whose bytes equal the base's are left out; their names end up here.
     public private(set) var unchanged: [String] = []
     private var replacements: [String: TensorReplacement] = [:]
@@ -89,9 +92,15 @@ public final class PatchBuilder {
         for (ti, t) in todo.enumerated() {
             let n = t.info.elementCount
             let frames = (n + chunkElements - 1) / chunkElements
-            for e in DeltaCodec.candidates(base: t.info.dtype, patched: t.repl.dtype, sameShape: true, float: floatEncoding) {
+            let forward = DeltaCodec.candidates(base: t.info.dtype, patched: t.repl.dtype, sameShape: true, float: floatEncoding)
+            for e in forward {
                 for f in 0..<frames { jobs.append(Job(tensor: ti, encoding: e, frame: f, reverse: false)) }
-                if e == .zstd { for f in 0..<frames { jobs.append(Job(tensor: ti, encoding: e, frame: f, reverse: true)) } }
+            }
+            // A reverse stream when some forward candidate cannot run backwards (a dtype change).
+            if forward.contains(where: { !$0.decodesBackwards }) {
+                for e in DeltaCodec.reverseCandidates(base: t.info.dtype, patched: t.repl.dtype, sameShape: true, requant: reverseRequant) {
+                    for f in 0..<frames { jobs.append(Job(tensor: ti, encoding: e, frame: f, reverse: true)) }
+                }
             }
         }
         var results = [[UInt8]?](repeating: nil, count: jobs.count)
@@ -113,8 +122,14 @@ public final class PatchBuilder {
                     let frame: [UInt8] = try t.repl.bytes.withUnsafeBytes { patched in
                         let b = baseBytes[job.tensor]
                         if job.reverse {
-                            return try DeltaCodec.encode(.zstd, dtype: dtype, source: nil,
-                                                         target: UnsafeRawBufferPointer(rebasing: b[lo..<hi]), level: level)
+                            let target = UnsafeRawBufferPointer(rebasing: b[lo..<hi])
+                            if job.encoding == .quantDiffRequant {
+                                // Source: the patched (float) frame, requantized to the base dtype.
+                                let pLo = t.repl.dtype.byteCount(elements: first)!, pHi = pLo + t.repl.dtype.byteCount(elements: count)!
+                                return try DeltaCodec.encodeRequant(source: UnsafeRawBufferPointer(rebasing: patched[pLo..<pHi]), sourceType: t.repl.dtype,
+                                                                    target: target, dtype: dtype, level: level)
+                            }
+                            return try DeltaCodec.encode(.zstd, dtype: dtype, source: nil, target: target, level: level)
                         }
                         if job.encoding == .floatRansDequant {
                             let srcHi = srcLo + t.info.dtype.byteCount(elements: count)!
@@ -155,7 +170,15 @@ public final class PatchBuilder {
             let fwd = stream(idx, enc)
             var rev: TensorStream?
             if !enc.decodesBackwards {
-                rev = stream(jobs.indices.filter { jobs[$0].tensor == ti && jobs[$0].reverse }, .zstd)
+                // The smallest reverse candidate (first on ties).
+                var bestRev: (DeltaEncoding, [Int])?
+                var bestRevSize = Int.max
+                for e in DeltaCodec.reverseCandidates(base: t.info.dtype, patched: t.repl.dtype, sameShape: true, requant: reverseRequant) {
+                    let idx = jobs.indices.filter { jobs[$0].tensor == ti && jobs[$0].encoding == e && jobs[$0].reverse }
+                    let size = idx.reduce(0) { $0 + results[$1]!.count }
+                    if size < bestRevSize { bestRevSize = size; bestRev = (e, idx) }
+                }
+                rev = stream(bestRev!.1, bestRev!.0)
             }
             let baseSha = sha256Hex(baseBytes[ti])
             let patchedSha = t.repl.bytes.withUnsafeBytes { sha256Hex($0) }

@@ -151,6 +151,10 @@ public final class PatchFile {
             guard QuantLayout(source.dtype) != nil, source.shape == target.shape, s.chunkElements % 32 == 0 else {
                 throw PatchError.malformedManifest("tensor \(tensor): float-rans-dequant needs a Q4_0/Q4_1/Q8_0 base of the same shape")
             }
+        } else if e == .quantDiffRequant {
+            guard FloatLayout(source.dtype) != nil, source.shape == target.shape, s.chunkElements % 32 == 0 else {
+                throw PatchError.malformedManifest("tensor \(tensor): quant-diff-requant needs a BF16/F16/F32 source of the same shape")
+            }
         } else if e.needsSource {
             guard source.dtype == target.dtype, source.shape == target.shape else {
                 throw PatchError.malformedManifest("tensor \(tensor): \(s.encoding) needs equal dtypes and shapes")

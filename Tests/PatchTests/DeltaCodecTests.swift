@@ -33,7 +33,7 @@ final class DeltaCodecTests: XCTestCase {
         for d in [DType.bf16, .f16, .f32, .q4_0, .q4_1, .q8_0, .i8, .u8] {
             let n = d.byteCount(elements: 4096)!
             let a = randomBytes(n, seed: 1), b = randomBytes(n, seed: 2)
-            for e in DeltaEncoding.allCases where DeltaCodec.supports(e, d) && e != .floatRansDequant {
+            for e in DeltaEncoding.allCases where DeltaCodec.supports(e, d) && !e.changesDtype {
                 _ = try roundTrip(e, d, a, b)
                 _ = try roundTrip(e, d, a, a)   // no change at all
             }
@@ -166,7 +166,7 @@ final class DeltaCodecTests: XCTestCase {
         let p = [UInt8](try Data(contentsOf: URL(fileURLWithPath: parts[2])))
         let frameBytes = d.byteCount(elements: PatchFormat.defaultChunkElements)!
         let ranges = stride(from: 0, to: p.count, by: frameBytes).map { $0..<min($0 + frameBytes, p.count) }
-        for e in DeltaEncoding.allCases where DeltaCodec.supports(e, d) && e != .floatRansDequant && (only?.contains(e.rawValue) ?? true) {
+        for e in DeltaEncoding.allCases where DeltaCodec.supports(e, d) && !e.changesDtype && (only?.contains(e.rawValue) ?? true) {
             let t0 = Date()
             let frames = try ranges.map { r in try b.withUnsafeBytes { s in try p.withUnsafeBytes { t in
                 try DeltaCodec.encode(e, dtype: d, source: UnsafeRawBufferPointer(rebasing: s[r]), target: UnsafeRawBufferPointer(rebasing: t[r])) } } }

@@ -29,7 +29,17 @@ final class LayoutChangeTests: XCTestCase {
         }
         let patchURL = dir.appendingPathComponent("f16.lftfpatch")
         let m = try builder.write(to: patchURL)
-        XCTAssertTrue(m.tensors.allSatisfy { $0.forward.encoding == "float-rans-dequant" && $0.reverse?.encoding == "zstd" })
+        XCTAssertTrue(m.tensors.allSatisfy { $0.forward.encoding == "float-rans-dequant" && $0.reverse?.encoding == "quant-diff-requant" },
+                      "\(m.tensors.map { ($0.forward.encoding, $0.reverse?.encoding ?? "-") })")
+        // The reverse stream against the requantized result is smaller than zstd of the base
+        // (what writers before quant-diff-requant stored, still read: RequantReverseTests).
+        builder.reverseRequant = false
+        let old = try builder.build().0
+        builder.reverseRequant = true
+        let newRev = m.tensors.reduce(0) { $0 + $1.reverse!.compressedSize }
+        let oldRev = old.tensors.reduce(0) { $0 + $1.reverse!.compressedSize }
+        print("sample block 3, Q4_1 → F16: reverse stream \(newRev) bytes (quant-diff-requant) vs \(oldRev) (zstd)")
+        XCTAssertLessThan(newRev, oldRev)
         let patch = try PatchFile(url: patchURL)
 
         // In memory first (what eval --patch and create's scoring see).
