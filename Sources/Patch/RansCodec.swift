@@ -465,19 +465,20 @@ extension DeltaCodec {
         var i = 0, k = 0
         while i < n {
             let end = k < crossAt.count ? crossAt[k] : n
-            // Elements whose exponent does not change: one at a time up to a multiple of 4, then
-            // four at a time (one per rANS state), then the rest.
-            while i < end && i & 3 != 0 {
-                let s = T(littleEndian: sp[i])
-                let es = (UInt32(s) >> shift) & mask
-                guard let d = Rans.difference(c.decode(i, tableOf[Int(es)]), &bits, T.self) else { return false }
-                let rev = dir.reverse(i)
-                let t = rev ? s &- d : s &+ d
-                bad |= ((UInt32(t) >> shift) & mask) ^ es
-                op[i] = dir.pick(s, t, reverse: rev).littleEndian
-                i += 1
-            }
-            while i + 4 <= end {
+            // Elements whose exponent does not change: four at a time (one per rANS state) from a
+            // multiple of 4 while four remain, one at a time before and after.
+            while i < end {
+                if i & 3 != 0 || i + 4 > end {
+                    let s = T(littleEndian: sp[i])
+                    let es = (UInt32(s) >> shift) & mask
+                    guard let d = Rans.difference(c.decode(i, tableOf[Int(es)]), &bits, T.self) else { return false }
+                    let rev = dir.reverse(i)
+                    let t = rev ? s &- d : s &+ d
+                    bad |= ((UInt32(t) >> shift) & mask) ^ es
+                    op[i] = dir.pick(s, t, reverse: rev).littleEndian
+                    i += 1
+                    continue
+                }
                 let s0 = T(littleEndian: sp[i]), s1 = T(littleEndian: sp[i + 1])
                 let s2 = T(littleEndian: sp[i + 2]), s3 = T(littleEndian: sp[i + 3])
                 let e0 = (UInt32(s0) >> shift) & mask, e1 = (UInt32(s1) >> shift) & mask
@@ -505,16 +506,6 @@ extension DeltaCodec {
                 op[i + 2] = dir.pick(s2, t2, reverse: r2).littleEndian
                 op[i + 3] = dir.pick(s3, t3, reverse: r3).littleEndian
                 i += 4
-            }
-            while i < end {
-                let s = T(littleEndian: sp[i])
-                let es = (UInt32(s) >> shift) & mask
-                guard let d = Rans.difference(c.decode(i, tableOf[Int(es)]), &bits, T.self) else { return false }
-                let rev = dir.reverse(i)
-                let t = rev ? s &- d : s &+ d
-                bad |= ((UInt32(t) >> shift) & mask) ^ es
-                op[i] = dir.pick(s, t, reverse: rev).littleEndian
-                i += 1
             }
             if i == n { break }
             // A crossing element: its base exponent is the source's, or the source's minus the step.
