@@ -67,42 +67,47 @@ public enum PatchApplier {
         info.dtype == s.dtype && info.shape == s.shape && info.byteCount == s.byteCount
     }
 
+    /// Runs `body(i)` for each index of `order`, in that order, shared by two threads; the
+    /// first error stops the rest and is thrown.
+    static func onTwoThreads(_ order: [Int], _ body: (Int) throws -> Void) throws {
+        var failure: Error?
+        let lock = NSLock()
+        var next = 0
+        DispatchQueue.concurrentPerform(iterations: min(2, order.count)) { _ in
+            while true {
+                lock.lock(); let k = next; next += 1; let stop = failure != nil; lock.unlock()
+                if k >= order.count || stop { return }
+                do { try body(order[k]) } catch { lock.lock(); failure = failure ?? error; lock.unlock() }
+            }
+        }
+        if let failure { throw failure }
+    }
+
     /// SHA-256 of each region, read in pieces on two threads; when `journal` is given each
     /// region's bytes are also written to it at the given offset.
     static func hashRegions(_ items: [Item], journal: (FileDescriptor, [Int])? = nil) throws -> [String?] {
         var out = [String?](repeating: nil, count: items.count)
-        var failure: Error?
         let lock = NSLock()
-        var next = 0
-        DispatchQueue.concurrentPerform(iterations: min(2, items.count)) { _ in
-            var buf = [UInt8](repeating: 0, count: ioChunk)
-            while true {
-                lock.lock(); let i = next; next += 1; let stop = failure != nil; lock.unlock()
-                if i >= items.count || stop { return }
-                do {
-                    let it = items[i]
-                    let f = try FileDescriptor(it.file.path, flags: O_RDONLY)
-                    var h = SHA256()
-                    var done = 0
-                    while done < it.info.byteCount {
-                        let n = min(buf.count, it.info.byteCount - done)
-                        try buf.withUnsafeMutableBytes { b in
-                            let part = UnsafeMutableRawBufferPointer(rebasing: b[0..<n])
-                            try f.read(into: part, at: it.info.offset + done)
-                            h.update(bufferPointer: UnsafeRawBufferPointer(part))
-                            if let (j, offs) = journal { try j.write(UnsafeRawBufferPointer(part), at: offs[i] + done) }
-                        }
-                        done += n
-                        if journal != nil { CrashPoints.hit("journal: saved \(done) bytes of \(it.info.name)") }
-                    }
-                    let d = hex(h.finalize())
-                    lock.lock(); out[i] = d; lock.unlock()
-                } catch {
-                    lock.lock(); failure = failure ?? error; lock.unlock()
+        try onTwoThreads(Array(items.indices)) { i in
+            let it = items[i]
+            var buf = [UInt8](repeating: 0, count: min(ioChunk, it.info.byteCount))
+            let f = try FileDescriptor(it.file.path, flags: O_RDONLY)
+            var h = SHA256()
+            var done = 0
+            while done < it.info.byteCount {
+                let n = min(buf.count, it.info.byteCount - done)
+                try buf.withUnsafeMutableBytes { b in
+                    let part = UnsafeMutableRawBufferPointer(rebasing: b[0..<n])
+                    try f.read(into: part, at: it.info.offset + done)
+                    h.update(bufferPointer: UnsafeRawBufferPointer(part))
+                    if let (j, offs) = journal { try j.write(UnsafeRawBufferPointer(part), at: offs[i] + done) }
                 }
+                done += n
+                if journal != nil { CrashPoints.hit("journal: saved \(done) bytes of \(it.info.name)") }
             }
+            let d = hex(h.finalize())
+            lock.lock(); out[i] = d; lock.unlock()
         }
-        if let failure { throw failure }
         return out
     }
 
@@ -252,22 +257,10 @@ public enum PatchApplier {
     /// Decodes every tensor into its file, frame by frame, two tensors at a time. The source
     /// bytes are read from `readFrom` (item index → file) or, by default, from the file written.
     static func writeTensors(_ patch: PatchFile, _ items: [Item], revert: Bool, readFrom: [URL]? = nil, writeTo: [URL]? = nil) throws {
-        var failure: Error?
-        let lock = NSLock()
-        var next = 0
-        DispatchQueue.concurrentPerform(iterations: min(2, items.count)) { _ in
-            while true {
-                lock.lock(); let i = next; next += 1; let stop = failure != nil; lock.unlock()
-                if i >= items.count || stop { return }
-                do {
-                    try writeTensor(patch, items[i], revert: revert,
-                                    source: readFrom?[i] ?? items[i].file, target: writeTo?[i] ?? items[i].file)
-                } catch {
-                    lock.lock(); failure = failure ?? error; lock.unlock()
-                }
-            }
+        try onTwoThreads(Array(items.indices)) { i in
+            try writeTensor(patch, items[i], revert: revert,
+                            source: readFrom?[i] ?? items[i].file, target: writeTo?[i] ?? items[i].file)
         }
-        if let failure { throw failure }
     }
 
     static func writeTensor(_ patch: PatchFile, _ it: Item, revert: Bool, source: URL, target: URL) throws {

@@ -31,18 +31,7 @@ extension PatchApplier {
 
     /// Runs `body(i)` for every index on two threads, largest `sizes` first; the first error wins.
     static func twoThreads(_ sizes: [Int], _ body: (Int) throws -> Void) throws {
-        let order = sizes.indices.sorted { sizes[$0] > sizes[$1] }
-        var failure: Error?
-        let lock = NSLock()
-        var next = 0
-        DispatchQueue.concurrentPerform(iterations: min(2, order.count)) { _ in
-            while true {
-                lock.lock(); let k = next; next += 1; let stop = failure != nil; lock.unlock()
-                if k >= order.count || stop { return }
-                do { try body(order[k]) } catch { lock.lock(); failure = failure ?? error; lock.unlock() }
-            }
-        }
-        if let failure { throw failure }
+        try PatchApplier.onTwoThreads(sizes.indices.sorted { sizes[$0] > sizes[$1] }, body)
     }
 
     /// SHA-256 (hex) and sector hashes of each touched region.
